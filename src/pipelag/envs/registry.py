@@ -1,0 +1,89 @@
+"""Names of the JAX-native environments: ``pipelag.envs.make(env_id, **options)``.
+
+=============================  =========================  ===========================================
+id                             class                      options
+=============================  =========================  ===========================================
+``MinAtar/<Game>-v0``          ``envs.minatar.MinAtar``   ``sticky_action_prob`` (default 0.1)
+``MiniGrid-<Name>-v0``         ``envs.minigrid.MiniGrid`` ``view``: ``"rgb"`` (56×56×3, default) or
+                                                          ``"symbolic"`` (7×7×3)
+=============================  =========================  ===========================================
+
+Env modules are imported lazily (only the one ``make`` builds). Any other environment (MuJoCo, Atari,
+any gymnasium id or factory) runs on the host through :func:`pipelag.envs.host.make_host_env`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, NamedTuple
+
+from pipelag.errors import PipelagError
+
+
+class _Entry(NamedTuple):
+    module: str
+    cls: str
+    args: tuple[Any, ...]
+    options: tuple[str, ...]
+
+
+_MINATAR_GAMES = {
+    "Breakout": "breakout",
+    "Seaquest": "seaquest",
+    "Freeway": "freeway",
+    "Asterix": "asterix",
+    "SpaceInvaders": "space_invaders",
+}
+_MINIGRID_IDS = ("MiniGrid-Empty-Random-5x5-v0", "MiniGrid-DoorKey-5x5-v0")
+
+_REGISTRY: dict[str, _Entry] = {
+    **{
+        f"MinAtar/{name}-v0": _Entry("pipelag.envs.minatar", "MinAtar", (game,), ("sticky_action_prob",))
+        for name, game in _MINATAR_GAMES.items()
+    },
+    **{env_id: _Entry("pipelag.envs.minigrid", "MiniGrid", (env_id,), ("view",)) for env_id in _MINIGRID_IDS},
+}
+
+_HOST_HINT = (
+    "To use any other (gymnasium) environment, run it on the host instead: "
+    "pipelag.envs.host.make_host_env('<gymnasium id or factory>', num_envs, seed, delta=...)."
+)
+
+
+def list_envs() -> list[str]:
+    """The ids :func:`make` accepts."""
+    return list(_REGISTRY)
+
+
+def _check_option(env_id: str, name: str, value: Any) -> None:
+    if name == "sticky_action_prob":
+        ok = not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= value <= 1.0
+        if not ok:
+            raise PipelagError(
+                f"{env_id}: sticky_action_prob must be a number in [0, 1] (default 0.1), got {value!r}."
+            )
+    elif name == "view" and value not in ("rgb", "symbolic"):
+        raise PipelagError(
+            f"{env_id}: view must be 'rgb' (56x56x3 pixels) or 'symbolic' (7x7x3 object/colour/state "
+            f"codes), got {value!r}."
+        )
+
+
+def make(env_id: str, **options: Any):
+    """Build the JAX environment ``env_id`` (see :func:`list_envs`) with its ``options``."""
+    entry = _REGISTRY.get(env_id)
+    if entry is None:
+        close = difflib.get_close_matches(str(env_id), list(_REGISTRY), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise PipelagError(
+            f"unknown JAX environment id {env_id!r}.{hint} Valid ids: {', '.join(_REGISTRY)}. {_HOST_HINT}"
+        )
+    for name, value in options.items():
+        if name not in entry.options:
+            raise PipelagError(
+                f"unknown option {name!r} for {env_id}; valid options: {', '.join(entry.options)}."
+            )
+        _check_option(env_id, name, value)
+    cls = getattr(importlib.import_module(entry.module), entry.cls)
+    return cls(*entry.args, **options)

@@ -1,0 +1,286 @@
+"""Pipelined execution of a layer graph: step, unroll, reference and fused ticks.
+
+The loop of an agent, one tick at a time (DESIGN §1–2)::
+
+    state = net.initial_state(params, obs)          # at every episode start
+    out = net.output(params, state, obs)            # what the agent acts on during this tick
+    action = sample(out)                            # a_t
+    _, state = net.step(params, state, obs, action) # layers consume o_t (and a_t); outputs seen next tick
+
+For a pipelined network ``output`` is the head's stored value (computed last tick), so a_t never
+depends on o_t. For an instantaneous network (a baseline or a critic) ``output`` is a plain forward
+pass on o_t and the action history a_{t-1}, a_{t-2}, ...
+
+``step`` returns ``(head value computed this tick, new_state)``; for a pipelined network that is the
+output the agent acts on during the next tick.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from pipelag.networks.graph import INPUT_SOURCES, Graph, delay_profile
+from pipelag.networks.layers import apply_layer, gather_input, match_shape, module_for
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """How actions enter the network: ``num_actions`` (discrete, one-hot) or ``action_dim``."""
+
+    num_actions: int | None = None
+    action_dim: int | None = None
+    history: int = 0  # how many recent actions (a_t, a_{t-1}, ...) the network sees
+
+    @property
+    def width(self) -> int:
+        return self.num_actions if self.num_actions is not None else (self.action_dim or 0)
+
+    def encode(self, action: jax.Array) -> jax.Array:
+        if self.num_actions is not None:
+            return jax.nn.one_hot(action, self.num_actions)
+        return action.astype(jnp.float32)
+
+
+class PipelinedNetwork:
+    """A layer graph executed under the tick rule. Stateless: parameters and state are pytrees."""
+
+    def __init__(self, graph: Graph, obs_shape: tuple[int, ...], action_spec: ActionSpec = ActionSpec(), *,
+                 delta: float = 1.0, env_steps_per_tick: int = 1, instantaneous: bool = False,
+                 init_activations: str = "zeros", name: str = "network"):
+        self.graph = graph
+        self.obs_shape = tuple(obs_shape)
+        self.action_spec = action_spec
+        self.delta = delta
+        self.env_steps_per_tick = env_steps_per_tick
+        self.instantaneous = instantaneous
+        self.init_activations = init_activations
+        self.name = name
+        self.modules = {n.name: module_for(n) for n in graph.nodes}
+        self._reference_plan = [[(n.name,)] for n in graph.nodes]
+        self._shapes, self._input_shapes = self._shapes_of_layers()
+        self._fused_plan = self._make_fused_plan()
+
+    # ------------------------------------------------------------------ parameters and state
+    def init(self, key: jax.Array) -> dict[str, Any]:
+        """Random parameters, one entry per layer."""
+        return self._init_with_outputs(key)[0]
+
+    def _init_with_outputs(self, key: jax.Array):
+        params: dict[str, Any] = {}
+        inputs = self._dummy_inputs(1)
+        outs: dict[str, jax.Array] = {}
+        xs: dict[str, jax.Array] = {}
+        for node, k in zip(self.graph.nodes, jax.random.split(key, len(self.graph.nodes)), strict=True):
+            x = gather_input(node, [inputs[s] if s in INPUT_SOURCES else outs[s] for s in node.inputs])
+            mod = self.modules[node.name]
+            carry = mod.initialize_carry(k, x.shape) if node.op == "lstm" else None
+            params[node.name] = (mod.init(k, carry, x) if node.op == "lstm" else mod.init(k, x))["params"]
+            outs[node.name] = apply_layer(node, mod, params[node.name], x, carry)[0]
+            xs[node.name] = x
+        return params, outs, xs
+
+    def zero_state(self, batch_shape: tuple[int, ...] = ()) -> State:
+        state: State = {"act": {n: jnp.zeros((*batch_shape, *s)) for n, s in self._shapes.items()},
+                        "carry": {}, "actions": None}
+        for n in self.graph.nodes:
+            if n.op == "lstm":
+                z = jnp.zeros((*batch_shape, n.features))
+                state["carry"][n.name] = (z, z)
+        if self.action_spec.history > 0:
+            state["actions"] = jnp.zeros((*batch_shape, self.action_spec.history, self.action_spec.width))
+        return state
+
+    def initial_state(self, params, obs: jax.Array) -> State:
+        """Activations at an episode start: zeros, or an instantaneous pass on the first observation."""
+        batch_shape = obs.shape[: obs.ndim - len(self.obs_shape)]
+        state = self.zero_state(batch_shape)
+        if self.init_activations == "zeros" or self.instantaneous:
+            return state
+        return self._batched(lambda s, o, a: self._tick(self._reference_plan, params, s, o, a, all_fresh=True,
+                                                        stacked=False, push_action=False)[1],
+                             state, obs, None)
+
+    # ------------------------------------------------------------------ the tick
+    def output(self, params, state: State, obs: jax.Array) -> jax.Array:
+        """What the agent acts on during this tick."""
+        if not self.instantaneous:
+            return state["act"][self.graph.head]
+        return self._batched(lambda s, o, a: self._tick(self._reference_plan, params, s, o, a, all_fresh=True,
+                                                        stacked=False, push_action=False)[0],
+                             state, obs, None)
+
+    def step(self, params, state: State, obs: jax.Array, action: jax.Array | None = None):
+        """One tick of the reference execution (layer by layer). ``action`` is a_t."""
+        return self._batched(lambda s, o, a: self._tick(self._reference_plan, params, s, o, a,
+                                                        all_fresh=self.instantaneous, stacked=False),
+                             state, obs, action)
+
+    def fused_step(self, fused_params, state: State, obs: jax.Array, action: jax.Array | None = None):
+        """One tick with all same-shaped layers that can run together batched into one op."""
+        if self.instantaneous:
+            raise ValueError("fused execution is for pipelined networks; an instantaneous pass is serial")
+        return self._batched(lambda s, o, a: self._tick(self._fused_plan, fused_params, s, o, a,
+                                                        all_fresh=False, stacked=True),
+                             state, obs, action)
+
+    def fuse_params(self, params) -> list:
+        """Stack the parameters of each group of the fused plan (do it once, outside the loop)."""
+        return [[jax.tree.map(lambda *p: jnp.stack(p), *[params[n] for n in group]) for group in wave]
+                for wave in self._fused_plan]
+
+    def unroll(self, params, state: State, obs_seq: jax.Array, action_seq: jax.Array | None = None,
+               resets: jax.Array | None = None):
+        """Run T ticks (lax.scan). Returns (outputs[t] = what a_t was drawn from, final state).
+
+        ``resets[t]`` marks o_t as the first observation of an episode: the activations are reset
+        before tick t (so gradients never flow across episode boundaries).
+        """
+        T = obs_seq.shape[0]
+        if resets is None:
+            resets = jnp.zeros((T,), bool)
+        if action_seq is None:
+            action_seq = jnp.zeros((T,), jnp.int32)
+
+        def tick(carry, xs):
+            obs, action, reset = xs
+            fresh = self.initial_state(params, obs)
+            carry = jax.tree.map(lambda f, c: jnp.where(_bcast(reset, f), f, c), fresh, carry)
+            out = self.output(params, carry, obs)
+            _, carry = self.step(params, carry, obs, action if self.action_spec.history else None)
+            return carry, out
+
+        state, outs = jax.lax.scan(tick, state, (obs_seq, action_seq, resets))
+        return outs, state
+
+    def delay_profile(self, max_ticks: int = 16):
+        return delay_profile(self.graph, self.delta, self.env_steps_per_tick, max_ticks)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.graph.nodes)
+
+    # ------------------------------------------------------------------ internals
+    def _tick(self, plan, params, state: State, obs, action, *, all_fresh: bool, stacked: bool,
+              push_action: bool = True):
+        spec = self.action_spec
+        actions = state["actions"]
+        if spec.history > 0 and push_action and action is not None:
+            actions = jnp.concatenate([spec.encode(action)[:, None], actions[:, :-1]], axis=1)
+        sources = self._sources(obs, actions)
+        old = state["act"]
+        pre: dict[str, jax.Array] = {}
+        new: dict[str, jax.Array] = {}
+        carry: dict[str, Any] = {}
+        for gi_wave, wave in enumerate(plan):
+            for gi, group in enumerate(wave):
+                xs, cs = [], []
+                for name in group:
+                    node = self.graph.node(name)
+                    vals = [sources[s] if s in INPUT_SOURCES else
+                            (new[s] if (all_fresh or self.graph.reads_fresh(node, s)) else old[s])
+                            for s in node.inputs]
+                    xs.append(gather_input(node, vals))
+                    cs.append(state["carry"].get(name))
+                node0 = self.graph.node(group[0])
+                if stacked:
+                    p = params[gi_wave][gi]
+                    if len(group) == 1:
+                        p = jax.tree.map(lambda a: a[0], p)
+                        ys, new_cs = _one(node0, self.modules[group[0]], p, xs[0], cs[0])
+                    else:
+                        ys, new_cs = jax.vmap(lambda pp, x, c, n=node0, m=self.modules[group[0]]:
+                                              apply_layer(n, m, pp, x, c))(p, jnp.stack(xs), _stack(cs))
+                        ys = list(ys)
+                        new_cs = [None if new_cs is None else jax.tree.map(lambda a, i=i: a[i], new_cs)
+                                  for i in range(len(group))]
+                else:
+                    ys, new_cs = _one(node0, self.modules[group[0]], params[group[0]], xs[0], cs[0])
+                for name, y, c in zip(group, ys, new_cs, strict=True):
+                    pre[name] = y
+                    if c is not None:
+                        carry[name] = c
+            for group in wave:  # residual sums use this tick's pre-residual outputs (no tick cost)
+                for name in group:
+                    node = self.graph.node(name)
+                    y = pre[name]
+                    if node.residual:
+                        y = (y + sum(match_shape(pre[r], y.shape) for r in node.residual)) / math.sqrt(
+                            1 + len(node.residual))
+                    new[name] = y
+        new_state = {"act": new, "carry": carry, "actions": actions}
+        return new[self.graph.head], new_state
+
+    def _sources(self, obs, actions):
+        sources = {"obs": obs.astype(jnp.float32)}
+        if actions is not None:
+            flat = actions.reshape(actions.shape[0], -1)
+            sources["action"] = flat
+            if len(self.obs_shape) == 3:
+                h, w = self.obs_shape[:2]
+                sources["action_planes"] = jnp.broadcast_to(flat[:, None, None, :], (flat.shape[0], h, w,
+                                                                                      flat.shape[-1]))
+        return sources
+
+    def _batched(self, fn, state, obs, action):
+        """Run ``fn`` on inputs with one leading batch axis, adding/removing it as needed."""
+        extra = obs.ndim - len(self.obs_shape)
+        if extra == 1:
+            return fn(state, obs, action)
+        if extra == 0:
+            add = lambda x: None if x is None else x[None]
+            out = fn(jax.tree.map(add, state), obs[None], None if action is None else jnp.asarray(action)[None])
+            return jax.tree.map(lambda x: x[0], out)
+        lead = obs.shape[:extra]
+        flat = lambda x, n=extra: x.reshape((-1, *x.shape[n:]))
+        out = fn(jax.tree.map(flat, state), flat(obs), None if action is None else flat(jnp.asarray(action)))
+        return jax.tree.map(lambda x: x.reshape((*lead, *x.shape[1:])), out)
+
+    def _dummy_inputs(self, batch: int):
+        obs = jnp.zeros((batch, *self.obs_shape))
+        actions = (jnp.zeros((batch, self.action_spec.history, self.action_spec.width))
+                   if self.action_spec.history > 0 else None)
+        return self._sources(obs, actions)
+
+    def _shapes_of_layers(self):
+        _, outs, xs = jax.eval_shape(lambda: self._init_with_outputs(jax.random.PRNGKey(0)))
+        return ({k: tuple(v.shape[1:]) for k, v in outs.items()}, {k: tuple(v.shape[1:]) for k, v in xs.items()})
+
+    def _make_fused_plan(self):
+        """Waves of layers that can run together; inside a wave, groups of identically shaped layers."""
+        wave_of: dict[str, int] = {}
+        for n in self.graph.nodes:
+            fresh = [wave_of[s] + 1 for s in n.inputs if s not in INPUT_SOURCES and self.graph.reads_fresh(n, s)]
+            res = [wave_of[r] for r in n.residual]
+            wave_of[n.name] = max([0, *fresh, *res])
+        waves: list[list[tuple[str, ...]]] = []
+        for w in range(max(wave_of.values()) + 1):
+            groups: dict[Any, list[str]] = {}
+            for n in self.graph.nodes:
+                if wave_of[n.name] == w:
+                    key = (n.op, n.features, n.activation, n.kernel, n.stride, n.padding,
+                           self._input_shapes[n.name])
+                    groups.setdefault(key, []).append(n.name)
+            waves.append([tuple(g) for g in groups.values()])
+        return waves
+
+
+def _one(node, module, params, x, carry):
+    y, c = apply_layer(node, module, params, x, carry)
+    return [y], [c]
+
+
+def _stack(cs):
+    if cs[0] is None:
+        return None
+    return jax.tree.map(lambda *a: jnp.stack(a), *cs)
+
+
+def _bcast(mask: jax.Array, like: jax.Array) -> jax.Array:
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
