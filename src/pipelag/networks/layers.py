@@ -76,9 +76,10 @@ def activate(node: Node, y: jax.Array) -> jax.Array:
     return y
 
 
-def apply_layer(node: Node, module: nn.Module, params, x: jax.Array, carry=None):
+def apply_layer(node: Node, module: nn.Module, params, x: jax.Array, carry=None, with_activation: bool = True):
     """One layer's own computation. Returns (output, new_carry); carry only for LSTM cells."""
     if node.op == "lstm":
         carry, h = module.apply({"params": params}, carry, x)
         return h, carry
-    return activate(node, module.apply({"params": params}, x)), None
+    y = module.apply({"params": params}, x)
+    return (activate(node, y) if with_activation else y), None

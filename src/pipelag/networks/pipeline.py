@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from pipelag.networks.graph import INPUT_SOURCES, Graph, delay_profile
-from pipelag.networks.layers import apply_layer, gather_input, match_shape, module_for
+from pipelag.networks.layers import activate, apply_layer, gather_input, match_shape, module_for
 
 State = dict[str, Any]
 
@@ -195,9 +195,11 @@ class PipelinedNetwork:
                         p = jax.tree.map(lambda a: a[0], p)
                         ys, new_cs = _one(node0, self.modules[group[0]], p, xs[0], cs[0])
                     else:
+                        # one batched op for the group; activations may differ, so they come after
                         ys, new_cs = jax.vmap(lambda pp, x, c, n=node0, m=self.modules[group[0]]:
-                                              apply_layer(n, m, pp, x, c))(p, jnp.stack(xs), _stack(cs))
-                        ys = list(ys)
+                                              apply_layer(n, m, pp, x, c, with_activation=False)
+                                              )(p, jnp.stack(xs), _stack(cs))
+                        ys = [activate(self.graph.node(name), y) for name, y in zip(group, ys, strict=True)]
                         new_cs = [None if new_cs is None else jax.tree.map(lambda a, i=i: a[i], new_cs)
                                   for i in range(len(group))]
                 else:
@@ -264,8 +266,7 @@ class PipelinedNetwork:
             groups: dict[Any, list[str]] = {}
             for n in self.graph.nodes:
                 if wave_of[n.name] == w:
-                    key = (n.op, n.features, n.activation, n.kernel, n.stride, n.padding,
-                           self._input_shapes[n.name])
+                    key = (n.op, n.features, n.kernel, n.stride, n.padding, self._input_shapes[n.name])
                     groups.setdefault(key, []).append(n.name)
             waves.append([tuple(g) for g in groups.values()])
         return waves

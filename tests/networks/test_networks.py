@@ -1,0 +1,225 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pipelag import PipelagError
+from pipelag.networks import build_network, list_architectures
+from pipelag.networks.graph import Graph
+
+from .delay_check import assert_delay_correct, observed_dependence
+
+MINATAR = (6, 6, 3)  # small image: same code path as MinAtar's 10×10×C, faster to differentiate
+MINIGRID = (40, 40, 3)
+VEC = (5,)
+
+
+def small(arch, shape=None, **kw):
+    shape = shape or (VEC if arch.startswith("mlp") else MINATAR)
+    kw.setdefault("hidden", 8)
+    if not arch.startswith("mlp"):
+        kw.setdefault("channels", (4, 5, 6))
+    return build_network(arch, shape, 3, **kw)
+
+
+def params_of(net, seed=0):
+    params = net.init(jax.random.PRNGKey(seed))
+    # non-zero biases so that ReLUs are not silently dead; the head gets a normal scale
+    return jax.tree.map(lambda p: p + 0.1 if p.ndim == 1 else p * (30.0 if p.shape[-1] == 3 else 1.0), params)
+
+
+INVALID = {("cnn-skip-res", 0.4)}  # a same-tick residual would chain 4 layers in one 2.5-layer tick
+
+
+@pytest.mark.parametrize("delta", [0.4, 0.5, 1, 2])
+@pytest.mark.parametrize("arch", list_architectures())
+def test_delay_jacobian(arch, delta):
+    if (arch, delta) in INVALID:
+        with pytest.raises(PipelagError, match="breaks the constraint"):
+            small(arch, delta=delta)
+        return
+    net = small(arch, delta=delta, num_actions=3, action_history=1)
+    assert_delay_correct(net, params_of(net))
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cnn-skip-res", "cnn-skip-lstm"])
+def test_delay_jacobian_minigrid_strides(arch):
+    net = small(arch, MINIGRID)
+    assert_delay_correct(net, params_of(net))
+
+
+def test_delay_test_catches_a_same_tick_layer_chain():
+    """Wire every layer to read this tick's outputs (the paper code's CNN 'res' bug): must fail."""
+    net = small("cnn")
+    params = params_of(net)
+
+    class SameTickGraph(Graph):
+        def reads_fresh(self, node, src):
+            return True
+
+    net.graph = SameTickGraph(**{f.name: getattr(net.graph, f.name) for f in dataclasses.fields(Graph)})
+    with pytest.raises(AssertionError, match="depends on"):
+        assert_delay_correct(net, params)
+
+
+def test_explicit_stages_chaining_layers_in_one_tick_are_rejected():
+    stages = {"conv1": 1, "conv2": 1, "conv3": 2, "fc1": 3, "head": 4}
+    with pytest.raises(PipelagError, match="breaks the constraint"):
+        small("cnn", stages=stages)
+
+
+@pytest.mark.parametrize("arch", list_architectures())
+def test_instantaneous_version_sees_current_observation(arch):
+    net = small(arch, instantaneous=True)
+    dep = observed_dependence(net, params_of(net), horizon=3)
+    assert dep[0], "an instantaneous network must depend on o_t"
+    if "lstm" not in arch:
+        assert not dep[1:].any(), "a feed-forward instantaneous network must not depend on the past"
+
+
+def test_delay_profiles():
+    assert small("mlp", num_layers=3).delay_profile().rows == ((3, 3, 3),)
+    assert small("mlp", num_layers=1).delay_profile().rows == ((1, 1, 1),)
+    assert small("mlp-proj-from-obs").delay_profile().rows == ((1, 1, 1), (2, 2, 2), (3, 3, 3))
+    assert small("cnn").delay_profile().rows == ((5, 5, 5),)
+    assert small("cnn-skip").delay_profile().min_delay_ticks == 2
+    # δ = 0.4: 2.5 layers per tick, the 5-layer CNN acts on o_(t-2)
+    assert small("cnn", delta=0.4).delay_profile().rows == ((2, 5, 5),)
+    # δ = 2: the same ticks, twice the env steps
+    prof = small("cnn-skip", delta=2).delay_profile()
+    assert prof.env_steps_per_tick == 2 and prof.min_delay_ticks == 2
+
+
+def random_state(net, params, batch, seed=1):
+    """A state reached by running a few ticks from random observations (non-trivial activations)."""
+    state = net.zero_state((batch,))
+    key = jax.random.PRNGKey(seed)
+    for _ in range(3):
+        key, k1, k2 = jax.random.split(key, 3)
+        obs = jax.random.normal(k1, (batch, *net.obs_shape))
+        act = jax.random.randint(k2, (batch,), 0, 3)
+        _, state = net.step(params, state, obs, act)
+    return state
+
+
+@pytest.mark.parametrize("delta", [1, 0.5])
+@pytest.mark.parametrize("arch", list_architectures())
+def test_fused_equals_reference(arch, delta):
+    net = small(arch, delta=delta, num_actions=3, action_history=2)
+    params = params_of(net)
+    state = random_state(net, params, 4)
+    obs = jax.random.normal(jax.random.PRNGKey(7), (4, *net.obs_shape))
+    act = jnp.array([0, 1, 2, 1])
+    out_ref, s_ref = net.step(params, state, obs, act)
+    out_fused, s_fused = net.fused_step(net.fuse_params(params), state, obs, act)
+    np.testing.assert_allclose(out_fused, out_ref, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), s_fused, s_ref)
+
+
+def test_fused_plan_batches_same_shaped_layers():
+    net = build_network("mlp", (16,), 16, num_layers=10, hidden=16)
+    assert [len(g) for wave in net._fused_plan for g in wave] == [10]
+    params = params_of(net)
+    state = random_state(net, params, 2)
+    obs = jnp.ones((2, 16))
+    out_ref, _ = net.step(params, state, obs)
+    out_fused, _ = net.fused_step(net.fuse_params(params), state, obs)
+    np.testing.assert_allclose(out_fused, out_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["mlp-proj-to-action-res", "cnn-skip", "cnn-skip-lstm", "mlp-lstm"])
+def test_unroll_equals_repeated_step_with_resets(arch):
+    net = small(arch, num_actions=3, action_history=1, init_activations="instant")
+    params = params_of(net)
+    T = 7
+    obs = jax.random.normal(jax.random.PRNGKey(3), (T, *net.obs_shape))
+    acts = jax.random.randint(jax.random.PRNGKey(4), (T,), 0, 3)
+    resets = jnp.array([True, False, False, True, False, False, False])
+    outs, final = net.unroll(params, net.zero_state(), obs, acts, resets)
+    state = net.zero_state()
+    for t in range(T):
+        if resets[t]:
+            state = net.initial_state(params, obs[t])
+        np.testing.assert_allclose(outs[t], net.output(params, state, obs[t]), rtol=1e-5, atol=1e-6)
+        _, state = net.step(params, state, obs[t], acts[t])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), final, state)
+
+
+def test_reset_cuts_dependence_on_the_previous_episode():
+    net = small("mlp-proj-from-obs")
+    params = params_of(net)
+    T = 6
+    obs = jax.random.normal(jax.random.PRNGKey(0), (T, *net.obs_shape))
+    resets = jnp.zeros((T,), bool).at[3].set(True)
+    jac = jax.jacrev(lambda o: net.unroll(params, net.zero_state(), o, None, resets)[0][-1])(obs)
+    assert jnp.all(jac[:, :3] == 0) and jnp.any(jac[:, 3:] != 0)
+
+
+def test_instant_initial_activations_are_the_steady_state_of_the_first_observation():
+    net = small("mlp", num_layers=3, init_activations="instant")
+    inst = small("mlp", num_layers=3, instantaneous=True)
+    params = params_of(net)
+    obs = jnp.arange(5.0)
+    state = net.initial_state(params, obs)
+    np.testing.assert_allclose(net.output(params, state, obs), inst.output(params, inst.zero_state(), obs),
+                               rtol=1e-6)
+    # constant input keeps a steady state: the next tick's output is unchanged
+    out_next, _ = net.step(params, state, obs)
+    np.testing.assert_allclose(out_next, net.output(params, state, obs), rtol=1e-6)
+
+
+@pytest.mark.parametrize("arch, lag", [("mlp-proj-from-obs", 1), ("mlp", 3), ("cnn-skip", 1), ("cnn", 1)])
+def test_current_action_reaches_the_next_action(arch, lag):
+    """a_t is known during tick t; with action history it reaches a_{t+lag} (DESIGN §2)."""
+    net = small(arch, num_actions=3, action_history=1)
+    params = params_of(net)
+    obs = jnp.ones(net.obs_shape)
+
+    def output_after(first_action):
+        state = net.zero_state()
+        _, state = net.step(params, state, obs, first_action)
+        for _ in range(lag - 1):
+            _, state = net.step(params, state, obs, 0)
+        return net.output(params, state, obs)
+
+    assert not np.allclose(output_after(1), output_after(2))
+    if lag > 1:  # and not earlier
+        state0 = net.zero_state()
+        s1 = net.step(params, state0, obs, 1)[1]
+        s2 = net.step(params, state0, obs, 2)[1]
+        np.testing.assert_allclose(net.output(params, s1, obs), net.output(params, s2, obs))
+
+
+def test_vmap_and_jit_over_environments():
+    net = small("cnn-skip", num_actions=3, action_history=1)
+    params = params_of(net)
+    obs = jax.random.normal(jax.random.PRNGKey(0), (5, *net.obs_shape))
+    acts = jnp.arange(5) % 3
+    batched = jax.jit(net.step)(params, net.zero_state((5,)), obs, acts)
+    per_env = jax.vmap(lambda s, o, a: net.step(params, s, o, a))(net.zero_state((5,)), obs, acts)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), batched, per_env)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(arch="resnet"), "unknown architecture"),
+    (dict(delta=0), "must be > 0"),
+    (dict(delta=-1), "must be > 0"),
+    (dict(delta=1.5), "whole number"),
+    (dict(delta=0.3), "does not split"),
+    (dict(layers_per_tick=0.5), "layers_per_tick must be"),
+    (dict(layers_per_tick=5), "instantaneous=True"),
+    (dict(action_history=-1), "action_history must be"),
+    (dict(action_history=2), "needs num_actions"),
+    (dict(arch="mlp"), "flat observation vector"),
+    (dict(arch="cnn", shape=(7,)), "image observation"),
+    (dict(arch="cnn", shape=(10, 10, 3), cnn_preset="minigrid"), "too small"),
+    (dict(arch="cnn", shape=(10, 10, 3), action_history=1, num_actions=3, action_input="obs"), "does not fit"),
+])
+def test_bad_input_gets_one_clear_error(kwargs, message):
+    kwargs = dict(kwargs)
+    arch = kwargs.pop("arch", "cnn-skip")
+    shape = kwargs.pop("shape", MINATAR)
+    with pytest.raises(PipelagError, match=message):
+        build_network(arch, shape, 3, **kwargs)

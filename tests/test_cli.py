@@ -1,0 +1,28 @@
+import pytest
+
+from pipelag.cli import main
+from pipelag.networks import list_architectures
+
+
+def test_archs_lists_every_architecture(capsys):
+    assert main(["archs"]) == 0
+    out = capsys.readouterr().out
+    assert all(a in out for a in list_architectures())
+
+
+def test_profile_prints_the_delay_table(capsys):
+    assert main(["profile", "cnn", "--delta", "0.4"]) == 0
+    out = capsys.readouterr().out
+    # the 5-layer CNN at 2.5 layers per tick acts on o_(t-2) through all 5 layers
+    assert any(line.split() == ["2", "2", "5", "5"] for line in out.splitlines())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["profile", "resnet"], "unknown architecture"),
+    (["profile", "cnn", "--delta", "-1"], "must be > 0"),
+    (["profile", "mlp", "--obs-shape", "10,10,3"], "flat observation vector"),
+])
+def test_errors_are_one_line_without_traceback(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
