@@ -223,3 +223,22 @@ def test_bad_input_gets_one_clear_error(kwargs, message):
     shape = kwargs.pop("shape", MINATAR)
     with pytest.raises(PipelagError, match=message):
         build_network(arch, shape, 3, **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn-skip"])
+def test_frame_stack_in_the_network_state(arch):
+    net = small(arch, obs_history=3)
+    params = params_of(net)
+    assert_delay_correct(net, params)  # older frames reach a_t through the same layers, later
+    assert net.delay_profile().ticks >= {net.delay_profile().min_delay_ticks + 2}
+    # equals a network fed the stacked observation by hand (oldest first, padded with o_0)
+    flat = small(arch, shape=(*net.obs_shape[:-1], net.obs_shape[-1] * 3))
+    obs = jax.random.normal(jax.random.PRNGKey(2), (4, *net.obs_shape))
+    s_stack, s_flat = net.initial_state(params, obs[0]), flat.zero_state()
+    frames = [obs[0], obs[0]]
+    for t in range(4):
+        frames = frames[-2:] + [obs[t]]
+        _, s_stack = net.step(params, s_stack, obs[t])
+        _, s_flat = flat.step(params, s_flat, jnp.concatenate(frames, axis=-1))
+        np.testing.assert_allclose(net.output(params, s_stack, obs[t]), flat.output(params, s_flat, obs[t]),
+                                   rtol=1e-5, atol=1e-6)

@@ -148,13 +148,15 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
                   num_actions: int | None = None, action_dim: int | None = None, action_history: int = 0,
                   action_input: str = "auto", instantaneous: bool = False, init_activations: str = "zeros",
                   head_init_scale: float = 0.01, cnn_preset: str = "auto", channels: tuple[int, ...] | None = None,
-                  stages: dict[str, int] | None = None) -> PipelinedNetwork:
+                  obs_history: int = 1, stages: dict[str, int] | None = None) -> PipelinedNetwork:
     """Build a pipelined (or instantaneous) network by architecture name.
 
     ``num_outputs``: width of the head (logits for discrete actions; 2·action_dim for a Gaussian).
     ``action_history``: how many recent actions (a_t first) the network sees; needs ``num_actions``
     or ``action_dim``. ``action_input``: "obs" (concatenated wherever the observation is read),
     "planes" (one-hot planes tiled over an image observation), "fc" (into the FC layers), "auto".
+    ``obs_history``: the network keeps the last m observations (a frame stack, oldest first, padded
+    with the episode's first observation) so deployment can feed raw observations.
     """
     if arch not in ARCHITECTURES:
         raise PipelagError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
@@ -165,6 +167,8 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
         raise PipelagError(f"action_history must be ≥ 0 (number of recent actions seen), got {action_history}")
     if action_history > 0 and num_actions is None and action_dim is None:
         raise PipelagError("action_history > 0 needs num_actions (discrete) or action_dim (continuous)")
+    if obs_history < 1:
+        raise PipelagError(f"obs_history must be ≥ 1 (1 = the current observation only), got {obs_history}")
     if init_activations not in ("zeros", "instant"):
         raise PipelagError(f"init_activations must be 'zeros' or 'instant', got {init_activations!r}")
     if num_outputs < 1:
@@ -214,7 +218,7 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     graph = make_graph(nodes, head="head", layers_per_tick=lpt, stages=stages)
     net = PipelinedNetwork(graph, obs_shape, ActionSpec(num_actions, action_dim, action_history), delta=delta,
                            env_steps_per_tick=env_steps, instantaneous=instantaneous,
-                           init_activations=init_activations, name=arch)
+                           init_activations=init_activations, obs_history=obs_history, name=arch)
     if not instantaneous:
         bad = net.delay_profile().violations()
         if bad:

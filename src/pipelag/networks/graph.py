@@ -131,16 +131,17 @@ def make_graph(nodes: list[Node] | tuple[Node, ...], head: str, layers_per_tick:
     return Graph(nodes=nodes, head=head, stages=stage_map)
 
 
-def path_pairs(graph: Graph, max_ticks: int) -> dict[str, set[tuple[int, int]]]:
+def path_pairs(graph: Graph, max_ticks: int, obs_history: int = 1) -> dict[str, set[tuple[int, int]]]:
     """For each layer n: the set of (k, L) such that the value n holds at the start of tick t
-    depends on o_{t-k} through a path of L layers. Computed from the tick rule, not from code."""
+    depends on o_{t-k} through a path of L layers. Computed from the tick rule, not from code.
+    ``obs_history`` = m: the observation source holds o_t..o_{t-m+1} (a frame stack, no layer)."""
     layer_part: dict[str, set[tuple[int, int]]] = {}
     held: dict[str, set[tuple[int, int]]] = {}
     for n in graph.nodes:
         pairs: set[tuple[int, int]] = set()
         for s in n.inputs:
             if s == "obs":
-                pairs.add((1, 1))
+                pairs |= {(j, 1) for j in range(1, obs_history + 1)}
             elif s in INPUT_SOURCES:
                 continue
             elif graph.reads_fresh(n, s):
@@ -191,8 +192,9 @@ class DelayProfile:
         return "\n".join(lines)
 
 
-def delay_profile(graph: Graph, delta: float, env_steps_per_tick: int, max_ticks: int = 16) -> DelayProfile:
-    pairs = path_pairs(graph, max_ticks)[graph.head]
+def delay_profile(graph: Graph, delta: float, env_steps_per_tick: int, max_ticks: int = 16,
+                  obs_history: int = 1) -> DelayProfile:
+    pairs = path_pairs(graph, max_ticks, obs_history)[graph.head]
     by_k: dict[int, list[int]] = {}
     for k, L in pairs:
         by_k.setdefault(k, []).append(L)

@@ -53,9 +53,12 @@ class PipelinedNetwork:
 
     def __init__(self, graph: Graph, obs_shape: tuple[int, ...], action_spec: ActionSpec = ActionSpec(), *,
                  delta: float = 1.0, env_steps_per_tick: int = 1, instantaneous: bool = False,
-                 init_activations: str = "zeros", name: str = "network"):
+                 init_activations: str = "zeros", obs_history: int = 1, name: str = "network"):
         self.graph = graph
         self.obs_shape = tuple(obs_shape)
+        #: frame stack kept in the state: the "obs" source is the last m observations, oldest first,
+        #: concatenated on the last axis (padded with the first observation of the episode)
+        self.obs_history = obs_history
         self.action_spec = action_spec
         self.delta = delta
         self.env_steps_per_tick = env_steps_per_tick
@@ -95,12 +98,17 @@ class PipelinedNetwork:
                 state["carry"][n.name] = (z, z)
         if self.action_spec.history > 0:
             state["actions"] = jnp.zeros((*batch_shape, self.action_spec.history, self.action_spec.width))
+        state["observations"] = (jnp.zeros((*batch_shape, self.obs_history - 1, *self.obs_shape))
+                                 if self.obs_history > 1 else None)
         return state
 
     def initial_state(self, params, obs: jax.Array) -> State:
         """Activations at an episode start: zeros, or an instantaneous pass on the first observation."""
         batch_shape = obs.shape[: obs.ndim - len(self.obs_shape)]
         state = self.zero_state(batch_shape)
+        if self.obs_history > 1:  # pad the frame stack with the first observation
+            state["observations"] = jnp.broadcast_to(jnp.expand_dims(obs.astype(jnp.float32), len(batch_shape)),
+                                                     state["observations"].shape)
         if self.init_activations == "zeros" or self.instantaneous:
             return state
         return self._batched(lambda s, o, a: self._tick(self._reference_plan, params, s, o, a, all_fresh=True,
@@ -160,7 +168,7 @@ class PipelinedNetwork:
         return outs, state
 
     def delay_profile(self, max_ticks: int = 16):
-        return delay_profile(self.graph, self.delta, self.env_steps_per_tick, max_ticks)
+        return delay_profile(self.graph, self.delta, self.env_steps_per_tick, max_ticks, self.obs_history)
 
     @property
     def num_layers(self) -> int:
@@ -173,7 +181,11 @@ class PipelinedNetwork:
         actions = state["actions"]
         if spec.history > 0 and push_action and action is not None:
             actions = jnp.concatenate([spec.encode(action)[:, None], actions[:, :-1]], axis=1)
-        sources = self._sources(obs, actions)
+        prev_obs, obs_in, observations = state["observations"], obs.astype(jnp.float32), None
+        if prev_obs is not None:  # frame stack: o_(t-m+1) .. o_t on the last axis, oldest first
+            obs_in = jnp.concatenate([prev_obs[:, i] for i in range(prev_obs.shape[1])] + [obs_in], axis=-1)
+            observations = jnp.concatenate([prev_obs[:, 1:], obs.astype(jnp.float32)[:, None]], axis=1)
+        sources = self._sources(obs_in, actions)
         old = state["act"]
         pre: dict[str, jax.Array] = {}
         new: dict[str, jax.Array] = {}
@@ -216,7 +228,7 @@ class PipelinedNetwork:
                         y = (y + sum(match_shape(pre[r], y.shape) for r in node.residual)) / math.sqrt(
                             1 + len(node.residual))
                     new[name] = y
-        new_state = {"act": new, "carry": carry, "actions": actions}
+        new_state = {"act": new, "carry": carry, "actions": actions, "observations": observations}
         return new[self.graph.head], new_state
 
     def _sources(self, obs, actions):
@@ -245,7 +257,7 @@ class PipelinedNetwork:
         return jax.tree.map(lambda x: x.reshape((*lead, *x.shape[1:])), out)
 
     def _dummy_inputs(self, batch: int):
-        obs = jnp.zeros((batch, *self.obs_shape))
+        obs = jnp.zeros((batch, *self.obs_shape[:-1], self.obs_shape[-1] * self.obs_history))
         actions = (jnp.zeros((batch, self.action_spec.history, self.action_spec.width))
                    if self.action_spec.history > 0 else None)
         return self._sources(obs, actions)
