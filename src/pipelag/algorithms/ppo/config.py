@@ -1,0 +1,148 @@
+"""PPO configuration: a frozen dataclass with the paper's defaults (Table 6, App. A).
+
+Step counting: ``total_timesteps`` counts *agent* steps (ticks) summed over the parallel envs, as the
+paper's code does; with δ > 1 every agent step spans δ env steps (the RealTime wrapper), so the env
+runs ``delta × total_timesteps`` raw steps. Returns are always raw-env episode returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelag.errors import PipelagError
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    # ---------------------------------------------------------------- environment
+    env_id: str = "MinAtar/Breakout-v0"
+    #: options for ``pipelag.envs.make`` (e.g. {"sticky_action_prob": 0.25}, {"view": "rgb"})
+    env_options: dict[str, Any] = field(default_factory=dict)
+    #: neuron execution time δ: > 1 → RealTime wrapper (δ env steps per tick, default policy β acts
+    #: between agent actions); < 1 → several layers per tick (stages in the network)
+    delta: float = 1.0
+    default_policy: str = "repeat"
+    #: last k observations stacked on the channel axis (0 = off)
+    frame_stack: int = 0
+    # ---------------------------------------------------------------- actor (pipelined) and critic
+    arch: str = "cnn-skip"
+    #: True: the instantaneous PPO baseline (the same architecture without delay)
+    instantaneous: bool = False
+    #: history augmentation: the actor sees its last k actions (a_t itself included, DESIGN §2)
+    action_history: int = 0
+    #: "auto": "fc" for CNNs (one-hot into the FC layers), "obs" for MLPs; or "planes" for CNNs
+    action_input: str = "auto"
+    #: activations at episode start: "zeros" (honest default) or "instant" (paper code's choice)
+    init_activations: str = "zeros"
+    hidden: int | None = None
+    channels: tuple[int, ...] | None = None
+    num_layers: int = 3  # MLP actors only
+    #: undelayed critic: "auto" = "cnn" for images, "mlp" for vectors
+    critic_arch: str = "auto"
+    critic_hidden: int | None = None
+    critic_channels: tuple[int, ...] | None = None
+    # ---------------------------------------------------------------- PPO (Table 6)
+    total_timesteps: int = 10_000_000
+    num_envs: int = 32
+    num_steps: int = 32
+    update_epochs: int = 4
+    #: minibatches over environments (each = a subset of envs with their whole num_steps sequences)
+    num_minibatches: int = 4
+    lr: float = 2.5e-4
+    anneal_lr: bool = True
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    #: 0.1 as the paper's code (surrogate and value clipping); see docs/ppo.md
+    clip_eps: float = 0.1
+    clip_value: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    # ---------------------------------------------------------------- evaluation and bookkeeping
+    eval_episodes: int = 100
+    #: cap on agent steps per evaluation episode (an unfinished episode counts its return so far)
+    eval_max_steps: int = 10_000
+    #: evaluate every this many updates during training (0: only at the end)
+    eval_every: int = 0
+    #: checkpoint every this many updates (0: only at the end); rounded up to whole chunks
+    checkpoint_every: int = 0
+    #: updates per jitted chunk between progress lines (0: auto, about 50 chunks per run)
+    updates_per_chunk: int = 0
+
+    def __post_init__(self):
+        # normalise containers so that configs compare/serialise cleanly
+        object.__setattr__(self, "env_options", dict(self.env_options))
+        for name in ("channels", "critic_channels"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(int(c) for c in v))
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
+
+    @property
+    def envs_per_minibatch(self) -> int:
+        return self.num_envs // self.num_minibatches
+
+    @property
+    def chunk_size(self) -> int:
+        if self.updates_per_chunk > 0:
+            return min(self.updates_per_chunk, self.num_updates)
+        return max(1, math.ceil(self.num_updates / 50))
+
+    def validate(self) -> PPOConfig:
+        def need(cond: bool, msg: str):
+            if not cond:
+                raise PipelagError(msg)
+
+        for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "total_timesteps",
+                     "eval_max_steps"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                 f"{name} must be a positive integer, got {v!r}")
+        need(self.num_envs % self.num_minibatches == 0,
+             f"num_envs ({self.num_envs}) must be divisible by num_minibatches ({self.num_minibatches}): "
+             "each minibatch is a subset of whole environments")
+        need(self.total_timesteps >= self.batch_size,
+             f"total_timesteps ({self.total_timesteps}) is less than one rollout (num_envs × num_steps = "
+             f"{self.batch_size})")
+        for name in ("eval_episodes", "eval_every", "checkpoint_every", "updates_per_chunk", "frame_stack",
+                     "action_history"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an integer ≥ 0, got {v!r}")
+        need(self.lr > 0 and self.adam_eps > 0, "lr and adam_eps must be > 0")
+        need(0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
+        need(self.clip_eps > 0 and self.max_grad_norm > 0, "clip_eps and max_grad_norm must be > 0")
+        need(self.init_activations in ("zeros", "instant"),
+             f"init_activations must be 'zeros' or 'instant', got {self.init_activations!r}")
+        return self
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise PipelagError(f"unknown PPO config keys {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        return dataclasses.replace(self, **changes)

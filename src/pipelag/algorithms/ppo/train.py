@@ -1,0 +1,461 @@
+"""PPO with a pipelined actor and an undelayed critic (paper App. A, DESIGN §3), fully jit-compiled.
+
+Pure functions (PureJaxRL style)::
+
+    train = make_train(config)          # or make_train(config, env=my_jax_env)
+    out = jax.jit(train)(jax.random.PRNGKey(0))
+    outs = train_seeds(config, [0, 1, 2])   # vmapped over seeds
+
+Host-side runner with progress, checkpoints, resume and a results directory: :func:`run`.
+
+One update (everything inside ``jit``; ``lax.scan`` over updates):
+
+1. Rollout: ``num_envs`` envs × ``num_steps`` ticks. Each env keeps its actor state; per tick the
+   action a_t is sampled from ``actor.output`` (for a pipelined actor: what the head stored last
+   tick), then ``actor.step`` consumes o_t and a_t. When an episode ends (terminated or truncated)
+   the actor's activations are reset (``actor.initial_state`` on the first observation of the next
+   episode) and that observation is flagged ``first``.
+2. The undelayed critic evaluates V(o_t) and V(final_obs_t) in one batched pass; GAE (losses.py)
+   bootstraps truncations from V(final_obs) and never bootstraps terminations.
+3. ``update_epochs`` epochs × ``num_minibatches`` minibatches; a minibatch is a subset of the envs
+   with their whole ``num_steps`` sequences (recurrent-PPO style). The actor is unrolled over the
+   sequence from the actor state stored at the rollout's start, activations reset where ``first``,
+   gradients through all ticks (BPTT). The time-parallel unroll (networks.parallel_unroll) gives the
+   same logits as the tick-by-tick ``net.unroll`` at a fraction of the cost.
+
+Before the first gradient step the unrolled log-probs equal those of the rollout exactly (tested).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pipelag.algorithms.ppo.config import PPOConfig
+from pipelag.algorithms.ppo.losses import compute_gae, ppo_loss
+from pipelag.algorithms.ppo.networks import (
+    advance,
+    build_actor_critic,
+    instant_values,
+    parallel_unroll,
+    take_envs,
+)
+from pipelag.envs.base import JaxEnv
+from pipelag.envs.wrappers import EpisodeStats, episode_stats, wrap_env
+from pipelag.errors import PipelagError
+
+
+class RunnerState(NamedTuple):
+    params: dict[str, Any]  # {"actor": ..., "critic": ...}
+    opt_state: Any
+    env_state: Any  # [N, ...]
+    obs: jax.Array  # [N, *obs_shape]: o_t, the observation of the coming tick
+    actor_state: Any  # [N, ...]: the actor's activations at the start of the coming tick
+    first: jax.Array  # [N]: o_t is the first observation of an episode
+    rng: jax.Array
+    update: jax.Array  # updates done
+
+
+class Transition(NamedTuple):
+    obs: jax.Array
+    action: jax.Array
+    logp: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    done: jax.Array
+    first: jax.Array
+    final_obs: jax.Array
+    episode_return: jax.Array  # raw-env return of the episode that ended at this step (0 otherwise)
+    episode_length: jax.Array  # its length in raw env steps
+    ended: jax.Array
+
+
+METRIC_NAMES = ("episode_return", "episode_length", "episodes", "loss", "policy_loss", "value_loss", "entropy",
+                "approx_kl", "clip_frac", "learning_rate")
+
+
+def make_env(config: PPOConfig, env: JaxEnv | None = None) -> JaxEnv:
+    """The training env: ``pipelag.envs.make(config.env_id, **config.env_options)`` (or ``env``, an
+    unwrapped JaxEnv) inside the canonical wrappers: RealTime (δ > 1), FrameStack, EpisodeStats.
+    Action history is not an env wrapper here: the actor network sees a_t itself."""
+    if env is None:
+        from pipelag.envs import make
+
+        env = make(config.env_id, **config.env_options)
+    if not isinstance(env, JaxEnv):
+        raise PipelagError(f"PPO trains on a pipelag JaxEnv, got {type(env).__name__}")
+    if isinstance(env, EpisodeStats):
+        raise PipelagError("pass the env unwrapped: PPO adds RealTime/FrameStack/EpisodeStats itself")
+    if env.num_actions is None:
+        raise PipelagError(f"{env.env_id} has continuous actions; PPO here is for discrete actions (use SAC)")
+    return wrap_env(env, delta=config.delta, default_policy=config.default_policy, frame_stack=config.frame_stack,
+                    episode_stats=True)
+
+
+class PPO:
+    """All pure functions of one PPO configuration (built once; every method is jittable)."""
+
+    def __init__(self, config: PPOConfig, env: JaxEnv | None = None):
+        self.config = config.validate()
+        self.env = make_env(config, env)
+        self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions)
+        c = config
+        steps = c.num_updates * c.update_epochs * c.num_minibatches
+        self.schedule = (optax.linear_schedule(c.lr, 0.0, steps) if c.anneal_lr else optax.constant_schedule(c.lr))
+        self.tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm),
+                              optax.adam(self.schedule, eps=c.adam_eps))
+
+    # ------------------------------------------------------------------ init
+    def init(self, rng: jax.Array) -> RunnerState:
+        c = self.config
+        rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
+        params = {"actor": self.actor.init(k_actor), "critic": self.critic.init(k_critic)}
+        env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_env, c.num_envs))
+        actor_state = self.actor.initial_state(params["actor"], obs)
+        return RunnerState(params, self.tx.init(params), env_state, obs, actor_state,
+                           jnp.ones((c.num_envs,), bool), rng, jnp.zeros((), jnp.int32))
+
+    # ------------------------------------------------------------------ rollout
+    def _act(self, params, actor_state, obs, key, greedy: bool = False):
+        logits = self.actor.output(params, actor_state, obs)
+        if greedy:
+            action = jnp.argmax(logits, axis=-1)
+        else:
+            action = jax.random.categorical(key, logits, axis=-1)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
+        return action, logp
+
+    def _env_step(self, params, env_state, obs, actor_state, action, key):
+        """Step every env with a_t, advance the actor, reset its activations where an episode ended."""
+        n = obs.shape[0]
+        actor_state = advance(self.actor, params, actor_state, obs, action)
+        env_state, step = jax.vmap(self.env.step)(jax.random.split(key, n), env_state, action)
+        done = jnp.logical_or(step.terminated, step.truncated)
+        fresh = self.actor.initial_state(params, step.obs)
+        actor_state = jax.tree.map(
+            lambda f, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), f, s), fresh, actor_state)
+        return env_state, step, done, actor_state
+
+    def rollout(self, rs: RunnerState) -> tuple[RunnerState, Transition]:
+        pa = rs.params["actor"]
+
+        def tick(rs: RunnerState, _):
+            rng, k_act, k_env = jax.random.split(rs.rng, 3)
+            action, logp = self._act(pa, rs.actor_state, rs.obs, k_act)
+            env_state, step, done, actor_state = self._env_step(pa, rs.env_state, rs.obs, rs.actor_state, action,
+                                                                k_env)
+            ret, raw_len, _, ended = episode_stats(env_state)
+            tr = Transition(rs.obs, action, logp, step.reward.astype(jnp.float32), step.terminated, done, rs.first,
+                            step.final_obs, jnp.where(ended, ret, 0.0), jnp.where(ended, raw_len, 0), ended)
+            rs = rs._replace(env_state=env_state, obs=step.obs, actor_state=actor_state, first=done, rng=rng)
+            return rs, tr
+
+        return jax.lax.scan(tick, rs, None, length=self.config.num_steps)
+
+    # ------------------------------------------------------------------ update
+    def _minibatch_loss(self, params, mb):
+        c = self.config
+        logits = parallel_unroll(self.actor, params["actor"], mb["state0"], mb["obs"], mb["action"], mb["first"])
+        values = instant_values(self.critic, params["critic"], mb["obs"])
+        return ppo_loss(logits, mb["action"], mb["logp"], mb["advantages"], values, mb["values"], mb["returns"],
+                        clip_eps=c.clip_eps, clip_value=c.clip_value, vf_coef=c.vf_coef, ent_coef=c.ent_coef,
+                        norm_adv=c.norm_adv)
+
+    def update(self, rs: RunnerState, _=None) -> tuple[RunnerState, dict[str, jax.Array]]:
+        """One PPO update: rollout, GAE, epochs × minibatches. Returns per-update metrics."""
+        c = self.config
+        state0 = rs.actor_state
+        rs, traj = self.rollout(rs)
+        T, N = c.num_steps, c.num_envs
+        both = instant_values(self.critic, rs.params["critic"], jnp.concatenate([traj.obs, traj.final_obs], axis=0))
+        values, next_values = both[:T], both[T:]
+        advantages, returns = compute_gae(traj.reward, values, next_values, traj.terminated, traj.done, c.gamma,
+                                          c.gae_lambda)
+        data = {"obs": traj.obs, "action": traj.action, "logp": traj.logp, "first": traj.first,
+                "advantages": advantages, "returns": returns, "values": values}
+        grad_fn = jax.value_and_grad(self._minibatch_loss, has_aux=True)
+
+        def minibatch(carry, idx):
+            params, opt_state = carry
+            mb = take_envs(data, idx, axis=1)
+            mb["state0"] = take_envs(state0, idx, axis=0)
+            (_, info), grads = grad_fn(params, mb)
+            updates, opt_state = self.tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), info
+
+        def epoch(carry, key):
+            perm = jax.random.permutation(key, N).reshape(c.num_minibatches, c.envs_per_minibatch)
+            return jax.lax.scan(minibatch, carry, perm)
+
+        rng, k_epochs = jax.random.split(rs.rng)
+        (params, opt_state), infos = jax.lax.scan(epoch, (rs.params, rs.opt_state),
+                                                  jax.random.split(k_epochs, c.update_epochs))
+        n_ended = traj.ended.sum()
+        metrics = {
+            "episode_return": jnp.where(n_ended > 0, traj.episode_return.sum() / jnp.maximum(n_ended, 1), jnp.nan),
+            "episode_length": jnp.where(n_ended > 0, traj.episode_length.sum() / jnp.maximum(n_ended, 1), jnp.nan),
+            "episodes": n_ended,
+            **{name: getattr(infos, field).mean() for name, field in
+               (("loss", "total"), ("policy_loss", "policy"), ("value_loss", "value"), ("entropy", "entropy"),
+                ("approx_kl", "approx_kl"), ("clip_frac", "clip_frac"))},
+            "learning_rate": self.schedule(rs.update * c.update_epochs * c.num_minibatches),
+        }
+        rs = rs._replace(params=params, opt_state=opt_state, rng=rng, update=rs.update + 1)
+        return rs, metrics
+
+    def run_updates(self, rs: RunnerState, num_updates: int) -> tuple[RunnerState, dict[str, jax.Array]]:
+        """``num_updates`` updates in one ``lax.scan`` (metrics stacked along a leading axis)."""
+        return jax.lax.scan(self.update, rs, None, length=num_updates)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, params, rng: jax.Array, greedy: bool = False, num_episodes: int | None = None,
+                 max_steps: int | None = None) -> dict[str, jax.Array]:
+        """One episode in each of ``num_episodes`` fresh envs (a separate instance from training).
+        Returns raw-env episode returns [num_episodes] and whether each episode finished within
+        ``max_steps`` agent steps (an unfinished one keeps its return so far)."""
+        c = self.config
+        n = num_episodes or c.eval_episodes
+        max_steps = max_steps or c.eval_max_steps
+        pa = params["actor"]
+        k_reset, rng = jax.random.split(rng)
+        env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_reset, n))
+        actor_state = self.actor.initial_state(pa, obs)
+        zeros = jnp.zeros((n,), jnp.float32)
+        carry = (env_state, obs, actor_state, jnp.zeros((n,), bool), zeros, zeros, jnp.zeros((), jnp.int32), rng)
+
+        def cond(carry):
+            return jnp.logical_and(carry[6] < max_steps, jnp.logical_not(carry[3].all()))
+
+        def body(carry):
+            env_state, obs, actor_state, finished, ret, length, t, rng = carry
+            rng, k_act, k_env = jax.random.split(rng, 3)
+            action, _ = self._act(pa, actor_state, obs, k_act, greedy=greedy)
+            env_state, step, done, actor_state = self._env_step(pa, env_state, obs, actor_state, action, k_env)
+            active = jnp.logical_not(finished)
+            ret = ret + jnp.where(active, step.reward, 0.0)
+            length = length + active.astype(jnp.float32)
+            return env_state, step.obs, actor_state, finished | done, ret, length, t + 1, rng
+
+        out = jax.lax.while_loop(cond, body, carry)
+        return {"returns": out[4], "lengths": out[5], "finished": out[3]}
+
+
+# ---------------------------------------------------------------------------- pure entry points
+def make_train(config: PPOConfig, env: JaxEnv | None = None):
+    """``train(rng)``: init, ``config.num_updates`` updates, final evaluation (sampled and greedy).
+    Pure and jittable; vmap it over seeds (:func:`train_seeds`)."""
+    ppo = PPO(config, env)
+
+    def train(rng: jax.Array) -> dict[str, Any]:
+        rng, k_init, k_eval_s, k_eval_g = jax.random.split(rng, 4)
+        rs = ppo.init(k_init)
+        rs, metrics = ppo.run_updates(rs, ppo.config.num_updates)
+        evals = {"sampled": ppo.evaluate(rs.params, k_eval_s, greedy=False),
+                 "greedy": ppo.evaluate(rs.params, k_eval_g, greedy=True)}
+        return {"runner_state": rs, "metrics": metrics, "eval": evals}
+
+    return train
+
+
+def train_seeds(config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = None) -> dict[str, Any]:
+    """Train one agent per seed, vmapped in one jitted call. Leaves have a leading seed axis."""
+    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+    return jax.jit(jax.vmap(make_train(config, env)))(keys)
+
+
+# ---------------------------------------------------------------------------- host-side runner
+def _eval_key(seed: int, update: int, greedy: bool) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(seed) + 1_000_003), int(update)), int(greedy))
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    se = float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+    return float(x.mean()), se
+
+
+class Runner:
+    """Chunked training of several seeds (vmapped) with progress, checkpoints and resume."""
+
+    def __init__(self, config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = None):
+        self.config = config.validate()
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds:
+            raise PipelagError("give at least one seed")
+        self.ppo = PPO(config, env)
+        self._init = jax.jit(jax.vmap(self.ppo.init))
+        self._chunks: dict[int, Any] = {}
+        self._eval = {g: jax.jit(jax.vmap(functools.partial(self.ppo.evaluate, greedy=g))) for g in (False, True)}
+
+    def init_state(self) -> RunnerState:
+        return self._init(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]))
+
+    def chunk(self, rs: RunnerState, n: int) -> tuple[RunnerState, dict[str, jax.Array]]:
+        if n not in self._chunks:
+            self._chunks[n] = jax.jit(jax.vmap(functools.partial(self.ppo.run_updates, num_updates=n)))
+        return self._chunks[n](rs)
+
+    def evaluate(self, params, update: int, greedy: bool) -> dict[str, np.ndarray]:
+        keys = jnp.stack([_eval_key(s, update, greedy) for s in self.seeds])
+        return {k: np.asarray(v) for k, v in self._eval[greedy](params, keys).items()}
+
+
+def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = None, resume: bool = False,
+        env: JaxEnv | None = None, progress: bool = True, stop_after_updates: int | None = None,
+        runner: Runner | None = None) -> dict[str, Any]:
+    """Train ``seeds`` (vmapped) in jitted chunks of updates; between chunks print progress, log
+    metrics, evaluate (every ``config.eval_every`` updates) and checkpoint (every
+    ``config.checkpoint_every``). With ``out_dir`` everything is written there atomically
+    (see :class:`~pipelag.algorithms.common.rundir.RunDir`); ``resume=True`` continues from its
+    checkpoint, bit-identically on CPU. ``stop_after_updates`` ends early (after checkpointing), as an
+    interruption would. ``runner``: reuse the compiled functions of an earlier :class:`Runner` of the
+    same config and seeds. Returns the results dict (also ``results.json``)."""
+    from pipelag.algorithms.common import Progress, RunDir
+
+    c = config.validate()
+    if runner is None:
+        runner = Runner(c, seeds, env)
+    elif runner.config != c or runner.seeds != [int(s) for s in seeds]:
+        raise PipelagError("the runner passed to run() was built for another config or other seeds")
+    seeds = runner.seeds
+    run_config = {"algo": "ppo", **c.to_dict(), "seeds": seeds}
+    rundir = RunDir(out_dir) if out_dir is not None else None
+    resuming = rundir.prepare(run_config, resume) if rundir is not None else False
+    if resume and rundir is None:
+        raise PipelagError("resume needs an out_dir")
+    logger = rundir.logger() if rundir is not None else None
+    prog = Progress(c.num_updates * c.batch_size, len(seeds), tag=f"ppo {c.env_id} {c.arch}", enabled=progress)
+
+    rs = runner.init_state()
+    done = 0
+    curves: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_NAMES}
+    evals: dict[str, list] = {"update": [], "sampled": [], "greedy": []}
+    timing = {"compile_s": 0.0, "train_s": 0.0, "train_steps": 0.0}
+    if resuming:
+        rs, meta = rundir.load_checkpoint(rs)
+        rs = jax.tree.map(jnp.asarray, rs)
+        done = int(meta["update"])
+        curves = {k: [np.asarray(meta["curves"][k])] for k in METRIC_NAMES}
+        evals = {k: [np.asarray(v) for v in meta["evals"][k]] if k != "update" else list(meta["evals"][k])
+                 for k in evals}
+        timing = {k: float(v) for k, v in meta["timing"].items()}
+        logger.truncate_after(done * c.batch_size)
+        prog.message(f"resumed {rundir.path} at update {done}/{c.num_updates}")
+
+    def checkpoint():
+        if rundir is None:
+            return
+        meta = {"update": done, "timing": timing,
+                "curves": {k: np.concatenate(v, axis=1) if v else np.zeros((len(seeds), 0)) for k, v in curves.items()},
+                "evals": {"update": list(evals["update"]),
+                          "sampled": [np.asarray(x) for x in evals["sampled"]],
+                          "greedy": [np.asarray(x) for x in evals["greedy"]]}}
+        rundir.save_checkpoint(rs, meta)
+
+    def do_eval(tag_update: int, params) -> dict[str, np.ndarray]:
+        return {"sampled": runner.evaluate(params, tag_update, greedy=False),
+                "greedy": runner.evaluate(params, tag_update, greedy=True)}
+
+    chunk = c.chunk_size
+    ckpt_every = max(1, math.ceil(c.checkpoint_every / chunk)) * chunk if c.checkpoint_every else None
+    first_chunk = True
+    while done < c.num_updates:
+        n = min(chunk, c.num_updates - done)
+        t0 = time.perf_counter()
+        rs, m = runner.chunk(rs, n)
+        jax.block_until_ready(rs)
+        dt = time.perf_counter() - t0
+        if first_chunk:
+            # first call compiles: time a second, identical-shape call would take is unknown, so the
+            # whole first chunk counts as compile+run; steps/s starts from the end of it
+            timing["compile_s"] += dt
+            first_chunk = False
+        else:
+            timing["train_s"] += dt
+            timing["train_steps"] += n * c.batch_size * len(seeds)
+        done += n
+        m = {k: np.asarray(v) for k, v in m.items()}
+        for k in METRIC_NAMES:
+            curves[k].append(m[k])
+        if prog._t0 is None:
+            prog.start(done * c.batch_size)
+        recent = np.nanmean(np.where(m["episodes"] > 0, m["episode_return"], np.nan), axis=1) \
+            if np.any(m["episodes"] > 0) else np.full(len(seeds), np.nan)
+        mean, se = _mean_se(recent)
+        extra = f"return {mean:.2f} ± {se:.2f}" if np.isfinite(mean) else "return n/a"
+        if c.eval_every and (done // c.eval_every) > ((done - n) // c.eval_every) and done < c.num_updates:
+            ev = do_eval(done, rs.params)
+            evals["update"].append(done)
+            evals["sampled"].append(ev["sampled"]["returns"].mean(axis=1))
+            evals["greedy"].append(ev["greedy"]["returns"].mean(axis=1))
+            extra += f" | eval {evals['sampled'][-1].mean():.2f} (greedy {evals['greedy'][-1].mean():.2f})"
+        prog.report(done * c.batch_size, extra)
+        if logger is not None:
+            logger.log(done * c.batch_size, {"update": done, "return_mean": mean, "return_se": se,
+                                             **{f"{k}": float(np.nanmean(m[k])) for k in METRIC_NAMES
+                                                if k not in ("episode_return",)},
+                                             "steps_per_s": prog.steps_per_second(done * c.batch_size)})
+        stop = stop_after_updates is not None and done >= stop_after_updates and done < c.num_updates
+        if ckpt_every and (done % ckpt_every == 0 or stop):
+            checkpoint()
+        if stop:
+            if logger is not None:
+                logger.close()
+            return {"stopped_at_update": done, "runner_state": rs}
+
+    final = do_eval(done, rs.params)
+    checkpoint()
+    curves_arr = {k: np.concatenate(v, axis=1) for k, v in curves.items()}
+    results = _results(c, seeds, curves_arr, final, timing)
+    if rundir is not None:
+        rundir.write_curves(update=np.arange(1, done + 1), agent_steps=np.arange(1, done + 1) * c.batch_size,
+                            seeds=np.asarray(seeds), **curves_arr,
+                            eval_update=np.asarray(evals["update"]),
+                            eval_sampled=np.asarray(evals["sampled"]).reshape(len(evals["update"]), len(seeds)),
+                            eval_greedy=np.asarray(evals["greedy"]).reshape(len(evals["update"]), len(seeds)))
+        rundir.write_results(results)
+        logger.close()
+        prog.message(f"results in {rundir.path}")
+    prog.message(_summary(results))
+    results["runner_state"] = rs
+    return results
+
+
+def _results(c: PPOConfig, seeds, curves, final, timing) -> dict[str, Any]:
+    out: dict[str, Any] = {"algo": "ppo", "env_id": c.env_id, "arch": c.arch, "instantaneous": c.instantaneous,
+                           "delta": c.delta, "action_history": c.action_history, "seeds": list(seeds),
+                           "num_updates": c.num_updates, "agent_steps": c.num_updates * c.batch_size,
+                           "timing": timing}
+    for mode in ("sampled", "greedy"):
+        per_seed = final[mode]["returns"].mean(axis=1)
+        mean, se = _mean_se(per_seed)
+        out[f"eval_{mode}"] = {"per_seed": per_seed.tolist(), "mean": mean, "se": se,
+                               "episodes_per_seed": int(final[mode]["returns"].shape[1]),
+                               "unfinished": int((~final[mode]["finished"]).sum())}
+    # training curve tail: mean return of episodes finished in the last 5% of updates
+    ret, eps = curves["episode_return"], curves["episodes"]
+    k = max(1, ret.shape[1] // 20)
+    tail = np.array([np.nansum(np.nan_to_num(r[-k:]) * e[-k:]) / max(e[-k:].sum(), 1) for r, e in zip(ret, eps,
+                                                                                                     strict=True)])
+    mean, se = _mean_se(tail)
+    out["train_return_last5pct"] = {"per_seed": tail.tolist(), "mean": mean, "se": se}
+    if timing.get("train_s"):
+        out["timing"]["steps_per_s_all_seeds"] = timing["train_steps"] / timing["train_s"]
+    return out
+
+
+def _summary(r: dict[str, Any]) -> str:
+    s, g = r["eval_sampled"], r["eval_greedy"]
+    return (f"final eval ({s['episodes_per_seed']} episodes/seed, {len(r['seeds'])} seeds): sampled "
+            f"{s['mean']:.2f} ± {s['se']:.2f}, greedy {g['mean']:.2f} ± {g['se']:.2f}")
