@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pipelag.envs.base import JaxEnv, Step
+from pipelag.envs.base import JaxEnv
 from pipelag.errors import PipelagError
 
 DEFAULT_POLICIES = ("repeat", "noop")
