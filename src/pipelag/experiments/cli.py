@@ -1,0 +1,117 @@
+"""``pipelag sweep`` and ``pipelag report``: :func:`add_parsers` registers both on the main CLI's
+subparsers. ``python -m pipelag.experiments.cli`` runs them on their own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelag.errors import PipelagError
+
+
+def _fraction(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--budget must be a number in (0, 1], got {text!r}") from e
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"--budget must be a fraction in (0, 1], got {text!r}")
+    return x
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from e
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def _list(out=print) -> int:
+    from pipelag.experiments.definitions import EXPERIMENTS
+
+    for exp in EXPERIMENTS.values():
+        out(exp.summary())
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from pipelag.experiments.definitions import Budget
+    from pipelag.experiments.sweep import sweep
+
+    if args.experiment == "list":
+        return _list()
+    rep = sweep(args.experiment, Budget(args.budget, args.seeds), args.out, trainer=args.trainer,
+                backend=args.backend, workers=args.workers, ray_address=args.ray_address,
+                gpus_per_run=args.gpus_per_run, dry_run=args.dry_run)
+    print(rep.summary(), flush=True)
+    return 0 if rep.ok else 1
+
+
+def cmd_report(args) -> int:
+    from pipelag.experiments.definitions import Budget
+    from pipelag.experiments.report import report
+
+    if args.experiment == "list":
+        return _list()
+    md, paths = report(args.experiment, Budget(args.budget, args.seeds), args.out, metric=args.metric,
+                       plots=not args.no_plots)
+    print(md)
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def add_parsers(subparsers) -> None:
+    """Register ``sweep`` and ``report`` on an ``argparse`` subparsers object."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("experiment", help="table1…table10, fig1b, fig3, fig7, fig11, fig12, or 'list'")
+    common.add_argument("--budget", type=_fraction, default=1.0,
+                        help="fraction of the paper's training steps (default 1); the grid stays the same")
+    common.add_argument("--seeds", type=_positive, default=None,
+                        help="seeds per run (default: the paper's count, mostly 3)")
+    common.add_argument("--out", default="runs", help="sweep directory holding results.jsonl (default runs/)")
+
+    p = subparsers.add_parser("sweep", parents=[common], help="train an experiment's grid (skips finished runs)",
+                              description="Train every missing (run, seed) of a paper table/figure. Finished runs "
+                                          "are skipped, interrupted ones resumed; each finished run is appended to "
+                                          "<out>/results.jsonl at once.")
+    p.add_argument("--backend", choices=("local", "process", "ray"), default="local",
+                   help="local: one run after another here; process: a subprocess per run (--workers at a "
+                        "time); ray: a Ray cluster (pip install 'pipelag[sweep]')")
+    p.add_argument("--workers", type=_positive, default=1, help="parallel runs for --backend process")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--gpus-per-run", type=float, default=None, help="Ray: GPUs per run (default 1 if the cluster "
+                                                                    "has GPUs, else 0)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be trained and stop")
+    p.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # "module:function" (tests, custom trainers)
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("report", parents=[common], help="tables and plots: ours beside the paper's",
+                              description="Normalised scores (÷ the instantaneous baseline on the same env and "
+                                          "budget), mean ± SE over seeds, beside the paper's numbers; writes "
+                                          "<out>/reports/<experiment>-b<budget>.md and .png.")
+    p.add_argument("--metric", default="return",
+                   help="per-seed number to report: return (final sampled evaluation, default), greedy, "
+                        "train_last5pct")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG")
+    p.set_defaults(func=cmd_report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipelag", description=__doc__)
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PipelagError as e:
+        print(f"pipelag: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pipelag: interrupted; finished runs are in the store, rerun to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""Run an experiment's grid: every (spec, seeds) task once, all seeds of a run in one trainer call (vmapped).
+
+* **Skips** every (run, seed) already in the store (``<out>/results.jsonl``), so a sweep can be rerun at
+  will: it only trains what is missing. Runs shared by several experiments are trained once.
+* **Resumes** an interrupted run: the trainer gets the same run directory again and continues from its
+  checkpoint (``run_config`` passes ``resume=True`` when one is there).
+* **Never loses a finished result**: records are appended to the store (fsync'd) as soon as their run
+  ends; a failing or killed run is reported and the sweep carries on with the others.
+
+Backends: ``local`` (one run after another in this process), ``process`` (each run in its own
+subprocess, ``workers`` at a time: a crash or kill takes down only that run), ``ray`` (tasks on a Ray
+cluster, ``pip install 'pipelag[sweep]'``; the driver writes the store, so only ``--out`` needs to be
+on a shared file system for resuming on another machine).
+
+The trainer is one function, ``run_config(config, seeds, out_dir) -> {seed: {"return": float, ...}}``;
+tests inject a fake one with the same signature (``trainer=``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelag.errors import PipelagError
+from pipelag.experiments.definitions import Budget, Experiment, Task, describe_spec, get_experiment
+from pipelag.experiments.store import ResultStore, atomic_write_text, make_record
+
+Trainer = Callable[[dict[str, Any], list[int], str], dict[int, dict[str, Any]]]
+BACKENDS = ("local", "process", "ray")
+
+
+# ============================================================================ the adapter to the real trainers
+def run_config(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
+    """Train ``config`` (a spec from ``definitions``) for all ``seeds`` in one (vmapped) trainer call in
+    ``out_dir``; resume it if ``out_dir`` holds a checkpoint, or read it back if it already finished.
+    Returns ``{seed: {"return": final evaluation return, ...other per-seed numbers}}``."""
+    algo = config.get("algo")
+    if algo == "ppo":
+        return _run_ppo(config, seeds, out_dir)
+    if algo == "sac":
+        return _run_sac(config, seeds, out_dir)
+    raise PipelagError(f"unknown algorithm {algo!r} in {config!r}")
+
+
+def _load_algo(algo: str):
+    """(config class, run function) of a trainer package, or raise ImportError."""
+    cfg_mod = importlib.import_module(f"pipelag.algorithms.{algo}.config")
+    train_mod = importlib.import_module(f"pipelag.algorithms.{algo}.train")
+    return getattr(cfg_mod, f"{algo.upper()}Config"), train_mod.run
+
+
+def check_config(config: dict[str, Any]) -> str | None:
+    """Why ``run_config`` cannot run ``config`` here (None: it can)."""
+    algo = config.get("algo")
+    if algo not in ("ppo", "sac"):
+        return f"unknown algorithm {algo!r}"
+    try:
+        config_cls, _ = _load_algo(algo)
+    except (ImportError, AttributeError) as e:
+        return f"the {algo.upper()} trainer (pipelag.algorithms.{algo}) is not available ({e})"
+    fields = set(config_cls.__dataclass_fields__)
+    extra = [k for k in _trainer_fields(config) if k not in fields]
+    if extra:
+        return f"the {algo.upper()} trainer has no option {', '.join(extra)}"
+    if algo == "ppo":
+        from pipelag.envs import list_envs
+
+        if config["env"] not in list_envs():
+            return f"{config['env']} is not a JAX environment (pipelag.envs.list_envs())"
+    from pipelag.networks import ARCHITECTURES
+
+    if config["arch"] not in ARCHITECTURES:
+        return f"architecture {config['arch']!r} does not exist (pipelag archs)"
+    return None
+
+
+run_config.check = check_config  # the sweep asks a trainer's ``check`` before running it
+
+
+def _trainer_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """Our spec → the trainers' config fields (PPOConfig and SACConfig share these names)."""
+    out = {"env_id": config["env"], "env_options": dict(config.get("env_options") or {}), "delta": config["delta"],
+           "arch": config["arch"], "instantaneous": config["instantaneous"],
+           "action_history": config["action_history"], "total_timesteps": config["steps"]}
+    if config.get("frame_stack") or config["algo"] == "ppo":
+        out["frame_stack"] = config.get("frame_stack", 0)
+    for k in ("num_layers", "dropout"):
+        if k in config:
+            out[k] = config[k]
+    return out
+
+
+def _resume_state(out_dir: str | Path) -> str:
+    d = Path(out_dir)
+    if (d / "results.json").exists():
+        return "finished"
+    if (d / "checkpoint.msgpack").exists():
+        return "resume"
+    return "fresh"
+
+
+def _run_ppo(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
+    config_cls, run = _load_algo("ppo")
+    state = _resume_state(out_dir)
+    if state == "finished":
+        res = json.loads((Path(out_dir) / "results.json").read_text())
+    else:
+        cfg = config_cls(**_trainer_fields(config))
+        cfg = cfg.replace(checkpoint_every=max(1, cfg.num_updates // 10))  # updates
+        res = run(cfg, seeds=seeds, out_dir=out_dir, resume=state == "resume")
+    return _per_seed(res, "eval_sampled", {"greedy": "eval_greedy", "train_last5pct": "train_return_last5pct"})
+
+
+def _run_sac(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
+    """SAC trains a contiguous range of seeds per call: one call (and sub-directory) per range."""
+    config_cls, run = _load_algo("sac")
+    cfg = config_cls(**_trainer_fields(config))
+    steps = cfg.total_timesteps
+    if cfg.learning_starts >= steps // 2:  # a small budget: keep some learning (paper: 10k of 1M steps)
+        cfg = cfg.replace(learning_starts=max(cfg.batch_size, steps // 10))
+    cfg = cfg.replace(checkpoint_every=max(1, steps // 10))  # agent steps
+    out: dict[int, dict[str, Any]] = {}
+    for first, n in _ranges(seeds):
+        d = Path(out_dir) if len(seeds) == n else Path(out_dir) / f"seeds-{first}-{first + n - 1}"
+        state = _resume_state(d)
+        if state == "finished":
+            res = json.loads((d / "results.json").read_text())
+        else:
+            res = run(cfg, str(d), num_seeds=n, seed=first, resume=state == "resume")
+        out.update(_per_seed(res, "eval_return_mean_action", {"sampled": "eval_return_sampled"}))
+    return out
+
+
+def _ranges(seeds: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s in sorted(seeds):
+        if out and out[-1][0] + out[-1][1] == s:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((s, 1))
+    return out
+
+
+def _per_seed(res: dict[str, Any], main: str, extras: dict[str, str]) -> dict[int, dict[str, Any]]:
+    """Per-seed numbers from a trainer's ``results.json``-style dict (``<main>.per_seed``…)."""
+    out: dict[int, dict[str, Any]] = {}
+    for i, s in enumerate(int(x) for x in res["seeds"]):
+        v = res[main]["per_seed"][i]
+        rec: dict[str, Any] = {"return": float("nan") if v is None else float(v)}
+        for name, key in extras.items():
+            if key in res and res[key]["per_seed"]:
+                x = res[key]["per_seed"][i]
+                rec[name] = None if x is None else float(x)
+        for k in ("agent_steps", "num_updates"):
+            if k in res:
+                rec[k] = res[k]
+        out[s] = rec
+    return out
+
+
+# ============================================================================ running tasks
+def resolve_trainer(trainer: Trainer | str | None) -> Trainer:
+    """``None`` → :func:`run_config`; ``"module:function"`` → that function; a callable as is."""
+    if trainer is None:
+        return run_config
+    if isinstance(trainer, str):
+        mod, _, attr = trainer.partition(":")
+        if not attr:
+            raise PipelagError(f"--trainer must look like 'package.module:function', got {trainer!r}")
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as e:
+            raise PipelagError(f"cannot load trainer {trainer!r}: {e}") from e
+    if not callable(trainer):
+        raise PipelagError(f"trainer must be callable, got {trainer!r}")
+    return trainer
+
+
+def execute(trainer: Trainer | str | None, spec: dict[str, Any], seeds: list[int], out_dir: str
+            ) -> tuple[dict[int, dict[str, Any]], float]:
+    """One trainer call for all ``seeds`` of ``spec``. Returns (per-seed results, wall seconds)."""
+    fn = resolve_trainer(trainer)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = fn(dict(spec), list(seeds), str(out_dir))
+    wall = time.perf_counter() - t0
+    if not isinstance(results, dict):
+        raise PipelagError(f"the trainer returned {type(results).__name__}, not {{seed: result}}")
+    results = {int(k): v for k, v in results.items()}
+    missing = [s for s in seeds if s not in results]
+    if missing:
+        raise PipelagError(f"the trainer returned no result for seeds {missing}")
+    return results, wall
+
+
+def _records(task: Task, seeds: list[int], results: dict[int, dict[str, Any]], wall: float) -> list[dict[str, Any]]:
+    return [make_record(task.key, s, results[s], task.spec, wall) for s in seeds]
+
+
+@dataclass
+class SweepReport:
+    experiment: str
+    budget: Budget
+    out: Path
+    done: list[tuple[Task, list[int]]] = field(default_factory=list)
+    skipped: list[Task] = field(default_factory=list)
+    unsupported: list[tuple[Task, str]] = field(default_factory=list)
+    failed: list[tuple[Task, list[int], str]] = field(default_factory=list)
+    planned: list[tuple[Task, list[int]]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        trained = f"{len(self.planned)} runs to train (dry run)" if self.dry_run else f"{len(self.done)} runs trained"
+        lines = [f"sweep {self.experiment} ({self.budget.describe()}) in {self.out}: "
+                 f"{trained}, {len(self.skipped)} already finished, "
+                 f"{len(self.unsupported)} unsupported, {len(self.failed)} failed"]
+        reasons: dict[str, int] = {}
+        for _, why in self.unsupported:
+            reasons[why] = reasons.get(why, 0) + 1
+        lines += [f"  unsupported ({n} runs): {why}" for why, n in reasons.items()]
+        lines += [f"  FAILED {describe_spec(t.spec)} seeds {s}: {err}" for t, s, err in self.failed]
+        if self.failed:
+            lines.append("  every finished run is in the store; rerun the same command to retry only the failed ones")
+        return "\n".join(lines)
+
+
+def sweep(experiment: Experiment | str, budget: Budget | None = None, out: str | os.PathLike = "runs", *,
+          trainer: Trainer | str | None = None, backend: str = "local", workers: int = 1,
+          ray_address: str | None = None, gpus_per_run: float | None = None, dry_run: bool = False,
+          log: Callable[[str], None] | None = None) -> SweepReport:
+    """Train every missing (run, seed) of ``experiment`` at ``budget`` into the store at ``out``."""
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    budget = budget or Budget()
+    if backend not in BACKENDS:
+        raise PipelagError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not isinstance(workers, int) or workers < 1:
+        raise PipelagError(f"--workers must be a positive integer, got {workers!r}")
+    log = log or (lambda s: print(s, flush=True))
+    store = ResultStore(out)
+    contents = store.read()
+    if contents.bad_lines:
+        log(f"warning: {store.path}: skipped unreadable lines {contents.bad_lines}")
+    finished = contents.finished()
+    fn = resolve_trainer(trainer)
+    check = getattr(fn, "check", None)
+
+    report = SweepReport(exp.name, budget, Path(out), dry_run=dry_run)
+    todo: list[tuple[Task, list[int]]] = []
+    for t in exp.tasks(budget):
+        missing = [s for s in t.seeds if (t.key, s) not in finished]
+        if not missing:
+            report.skipped.append(t)
+            continue
+        why = t.unsupported or (check(t.spec) if check is not None else None)
+        if why:
+            report.unsupported.append((t, why))
+            continue
+        todo.append((t, missing))
+    report.planned = list(todo)
+    log(f"sweep {exp.name} ({exp.source}, {budget.describe()}): {len(todo)} runs to train, "
+        f"{len(report.skipped)} finished, {len(report.unsupported)} unsupported")
+    if dry_run:
+        for t, seeds in todo:
+            log(f"  would train {describe_spec(t.spec)} seeds {seeds}  [{t.key}]")
+        return report
+    if not todo:
+        return report
+    runner = {"local": _run_local, "process": _run_processes, "ray": _run_ray}[backend]
+    kwargs = {"workers": workers} if backend == "process" else {}
+    if backend == "ray":
+        kwargs = {"address": ray_address, "gpus_per_run": gpus_per_run}
+    # a "module:function" trainer travels by name (subprocesses and Ray workers import it themselves)
+    runner(todo, store, trainer if isinstance(trainer, str) else fn, report, log, **kwargs)
+    return report
+
+
+def _finish(task: Task, seeds: list[int], results: dict[int, dict[str, Any]], wall: float, store: ResultStore,
+            report: SweepReport, log) -> None:
+    try:
+        recs = _records(task, seeds, results, wall)
+    except PipelagError as e:
+        _fail(task, seeds, str(e), report, log)
+        return
+    store.append(recs)
+    report.done.append((task, seeds))
+    rets = ", ".join(f"{r['return']:.4g}" if r["return"] is not None else "nan" for r in recs)
+    log(f"  done {describe_spec(task.spec)} seeds {seeds}: return {rets} ({wall:.1f}s)")
+
+
+def _fail(task: Task, seeds: list[int], err: str, report: SweepReport, log) -> None:
+    report.failed.append((task, seeds, err))
+    log(f"  FAILED {describe_spec(task.spec)} seeds {seeds}: {err}")
+
+
+# ---------------------------------------------------------------------------- local: one after another
+def _run_local(todo, store: ResultStore, trainer, report: SweepReport, log) -> None:
+    for i, (t, seeds) in enumerate(todo, 1):
+        log(f"[{i}/{len(todo)}] {describe_spec(t.spec)} seeds {seeds}")
+        try:
+            results, wall = execute(trainer, t.spec, seeds, str(store.run_dir(t.key, seeds)))
+        except Exception as e:  # noqa: BLE001 - one failing run must not stop the sweep
+            _fail(t, seeds, _one_line(e), report, log)
+            continue
+        _finish(t, seeds, results, wall, store, report, log)
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0][:500]
+
+
+# ---------------------------------------------------------------------------- process: a subprocess per run
+RESULT_FILE = "sweep_result.json"
+
+
+def _child(trainer, spec, seeds, out_dir, result_path, mem_fraction) -> None:  # pragma: no cover - subprocess
+    if mem_fraction is not None:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{mem_fraction:.3f}")
+    try:
+        results, wall = execute(trainer, spec, seeds, out_dir)
+        payload = {"ok": True, "wall_s": wall, "results": {str(k): v for k, v in results.items()}}
+    except BaseException as e:  # noqa: BLE001
+        payload = {"ok": False, "error": _one_line(e), "traceback": traceback.format_exc()}
+    atomic_write_text(result_path, json.dumps(payload, default=float))
+    sys.exit(0 if payload["ok"] else 1)
+
+
+def _run_processes(todo, store: ResultStore, trainer, report: SweepReport, log, workers: int) -> None:
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")  # never fork a process that may hold JAX / GPU state
+    mem_fraction = 0.9 / workers if workers > 1 else None
+    pending = list(enumerate(todo, 1))
+    running: dict[Any, tuple[Any, Task, list[int], Path]] = {}
+    while pending or running:
+        while pending and len(running) < workers:
+            i, (t, seeds) = pending.pop(0)
+            run_dir = store.run_dir(t.key, seeds)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            result_path = run_dir / RESULT_FILE
+            result_path.unlink(missing_ok=True)
+            p = ctx.Process(target=_child, args=(trainer, t.spec, seeds, str(run_dir), str(result_path),
+                                                 mem_fraction), daemon=False)
+            p.start()
+            log(f"[{i}/{len(todo)}] started {describe_spec(t.spec)} seeds {seeds} (pid {p.pid})")
+            running[p.sentinel] = (p, t, seeds, result_path)
+        for sentinel in wait(list(running)):
+            p, t, seeds, result_path = running.pop(sentinel)
+            p.join()
+            try:
+                payload = json.loads(result_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                _fail(t, seeds, f"worker died (exit code {p.exitcode}) before reporting a result", report, log)
+                continue
+            if not payload.get("ok"):
+                _fail(t, seeds, payload.get("error", "unknown error"), report, log)
+                continue
+            results = {int(k): v for k, v in payload["results"].items()}
+            _finish(t, seeds, results, payload["wall_s"], store, report, log)
+
+
+# ---------------------------------------------------------------------------- ray: tasks on a cluster
+def import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise PipelagError("the ray backend needs Ray: pip install 'pipelag[sweep]' (or pip install ray)") from e
+    return ray
+
+
+def _ray_task(trainer, spec, seeds, out_dir):  # pragma: no cover - runs in a Ray worker
+    return execute(trainer, spec, seeds, out_dir)
+
+
+def _run_ray(todo, store: ResultStore, trainer, report: SweepReport, log, address: str | None = None,
+             gpus_per_run: float | None = None) -> None:
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
+    if gpus_per_run is None:
+        gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    remote = ray.remote(_ray_task).options(num_cpus=1, num_gpus=gpus_per_run, max_retries=0)
+    refs = {}
+    for t, seeds in todo:
+        ref = remote.remote(trainer, t.spec, list(seeds), str(store.run_dir(t.key, seeds).resolve()))
+        refs[ref] = (t, seeds)
+    log(f"submitted {len(refs)} runs to Ray ({gpus_per_run:g} GPU each)")
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        for ref in ready:
+            t, seeds = refs.pop(ref)
+            try:
+                results, wall = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - a crashed worker or a failing run: report, go on
+                _fail(t, seeds, _one_line(getattr(e, "cause", None) or e), report, log)
+                continue
+            _finish(t, seeds, results, wall, store, report, log)

@@ -1,0 +1,259 @@
+"""The sweep: skips finished runs, survives failing / killed runs without losing finished ones, resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelag.errors import PipelagError
+from pipelag.experiments.definitions import (
+    EXPERIMENTS,
+    Budget,
+    Cell,
+    Entry,
+    Experiment,
+    PlotSpec,
+    Row,
+    get_experiment,
+    run_key,
+)
+from pipelag.experiments.store import ResultStore
+from pipelag.experiments.sweep import _trainer_fields, sweep
+
+REPO = Path(__file__).resolve().parents[2]
+QUIET = lambda s: None  # noqa: E731
+
+
+# ---------------------------------------------------------------------------- fake trainers (importable by name)
+def fake_return(config: dict, seed: int) -> float:
+    return int(run_key(config)[:6], 16) % 1000 / 10 + seed
+
+
+def _mark(config: dict, seeds: list[int]) -> int:
+    """Record a call in $PIPELAG_FAKE_DIR; returns the number of calls before this one."""
+    d = Path(os.environ["PIPELAG_FAKE_DIR"])
+    d.mkdir(parents=True, exist_ok=True)
+    before = len(list(d.iterdir()))
+    (d / f"{run_key(config)}_{'-'.join(map(str, seeds))}_{uuid.uuid4().hex[:8]}").touch()
+    return before
+
+
+def counting_trainer(config: dict, seeds: list[int], out_dir: str) -> dict:
+    _mark(config, seeds)
+    return {s: {"return": fake_return(config, s), "greedy": 1.0} for s in seeds}
+
+
+def killing_trainer(config: dict, seeds: list[int], out_dir: str) -> dict:
+    """SIGKILLs its own process at call number $PIPELAG_KILL_AT (as an OOM killer or a lost node would)."""
+    if _mark(config, seeds) + 1 == int(os.environ["PIPELAG_KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {s: {"return": fake_return(config, s)} for s in seeds}
+
+
+def exiting_trainer(config: dict, seeds: list[int], out_dir: str) -> dict:
+    """The worker process dies abruptly on Seaquest."""
+    _mark(config, seeds)
+    if "Seaquest" in config["env"]:
+        os._exit(137)
+    return {s: {"return": fake_return(config, s)} for s in seeds}
+
+
+def calls(d: Path) -> list[tuple[str, str]]:
+    """(run key, seeds) of every call so far."""
+    return sorted(tuple(p.name.split("_")[:2]) for p in d.iterdir()) if d.exists() else []
+
+
+def call_ids(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+@pytest.fixture
+def fake_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "calls"
+    monkeypatch.setenv("PIPELAG_FAKE_DIR", str(d))
+    return d
+
+
+def mini() -> Experiment:
+    envs = ("MinAtar/Breakout-v0", "MinAtar/Seaquest-v0")
+    rows = (Row("CNN", {e: Entry((Cell(e, "cnn", 1.0),)) for e in envs}, series="cnn"),)
+    return Experiment("mini", "Test", "two envs × (PPO baseline + CNN)", envs, rows, "returns", PlotSpec("bars"))
+
+
+def keys_of(exp: Experiment, budget: Budget) -> dict[str, tuple[int, ...]]:
+    return {t.key: t.seeds for t in exp.tasks(budget)}
+
+
+# ---------------------------------------------------------------------------- skipping
+def test_sweep_trains_each_run_once_with_all_its_seeds_and_skips_finished_ones(tmp_path, fake_dir):
+    exp, budget = get_experiment("table3"), Budget(0.001, seeds=2)
+    rep = sweep(exp, budget, tmp_path / "out", trainer=counting_trainer, log=QUIET)
+    assert rep.ok and len(rep.done) == 15 and rep.skipped == []
+    assert len(calls(fake_dir)) == 15 and {s for _, s in calls(fake_dir)} == {"0-1"}  # all seeds in one call
+    store = ResultStore(tmp_path / "out").read()
+    assert store.finished() == {(k, s) for k in keys_of(exp, budget) for s in (0, 1)}
+    assert all(r["return"] == fake_return(r["spec"], r["seed"]) for r in store.records)
+
+    rep = sweep(exp, budget, tmp_path / "out", trainer=counting_trainer, log=QUIET)  # nothing left to do
+    assert len(calls(fake_dir)) == 15 and len(rep.skipped) == 15 and rep.done == []
+
+    rep = sweep(exp, Budget(0.001, seeds=3), tmp_path / "out", trainer=counting_trainer, log=QUIET)  # a third seed
+    assert len(calls(fake_dir)) == 30 and sorted(s for _, s in calls(fake_dir))[-15:] == ["2"] * 15
+
+
+def test_runs_shared_between_experiments_are_trained_once(tmp_path, fake_dir):
+    budget = Budget(0.001, seeds=1)
+    sweep("table9", budget, tmp_path, trainer=counting_trainer, log=QUIET)
+    n9 = len(calls(fake_dir))
+    rep = sweep("table1", budget, tmp_path, trainer=counting_trainer, log=QUIET)
+    # table1's MinAtar cells (PPO baseline, CNN w/ skip at δ = 1) come from table9's runs
+    shared = set(keys_of(EXPERIMENTS["table1"], budget)) & set(keys_of(EXPERIMENTS["table9"], budget))
+    assert len(shared) == 10 and len(rep.skipped) == 10
+    assert len(calls(fake_dir)) == n9 + len(rep.done)
+
+
+def test_dry_run_trains_nothing(tmp_path, fake_dir):
+    rep = sweep("table10", Budget(0.01), tmp_path, trainer=counting_trainer, dry_run=True, log=QUIET)
+    assert len(rep.planned) == 34 and calls(fake_dir) == [] and not ResultStore(tmp_path).path.exists()
+    assert "34 runs to train (dry run)" in rep.summary()
+
+
+def test_unsupported_runs_are_reported_not_run(tmp_path, fake_dir):
+    rep = sweep("table2", Budget(0.01), tmp_path, trainer=counting_trainer, log=QUIET)
+    assert len(rep.unsupported) == 21 and calls(fake_dir) == [] and rep.ok
+    assert "no ALE adapter" in rep.summary()
+
+    def picky(config, seeds, out_dir):
+        return counting_trainer(config, seeds, out_dir)
+
+    picky.check = lambda spec: "no LSTM here" if "lstm" in spec["arch"] else None
+    rep = sweep("table10", Budget(0.01, 1), tmp_path, trainer=picky, log=QUIET)
+    assert len(rep.unsupported) == 16 and len(calls(fake_dir)) == 34 - 16
+    assert all("lstm" not in t.spec["arch"] for t, _ in rep.done)
+
+
+# ---------------------------------------------------------------------------- failures never lose results
+def test_a_failing_run_does_not_stop_the_sweep_and_a_rerun_does_only_what_is_missing(tmp_path, fake_dir):
+    def flaky(config, seeds, out_dir):
+        _mark(config, seeds)
+        (Path(out_dir) / "checkpoint.msgpack").write_text("half-way")  # the trainer's own checkpoint
+        if "Seaquest" in config["env"]:
+            raise RuntimeError("CUDA out of memory")
+        return {s: {"return": fake_return(config, s)} for s in seeds}
+
+    exp, budget = get_experiment("table3"), Budget(0.001)
+    rep = sweep(exp, budget, tmp_path, trainer=flaky, log=QUIET)
+    assert not rep.ok and len(rep.failed) == 3 and len(rep.done) == 12
+    assert all("out of memory" in err for _, _, err in rep.failed) and "FAILED" in rep.summary()
+    assert len(ResultStore(tmp_path).read().records) == 12 * 3
+
+    resumed = []
+
+    def resuming(config, seeds, out_dir):  # the real trainers resume from the checkpoint in out_dir
+        resumed.append((Path(out_dir) / "checkpoint.msgpack").exists())
+        return counting_trainer(config, seeds, out_dir)
+
+    rep = sweep(exp, budget, tmp_path, trainer=resuming, log=QUIET)
+    assert rep.ok and len(rep.done) == 3 and len(rep.skipped) == 12 and resumed == [True] * 3
+    assert all("Seaquest" in t.spec["env"] for t, _ in rep.done)
+    assert ResultStore(tmp_path).read().finished() == {(k, s) for k in keys_of(exp, budget) for s in range(3)}
+
+
+def test_a_trainer_returning_garbage_is_a_failure_not_a_record(tmp_path, fake_dir):
+    rep = sweep(mini(), Budget(0.001, 2), tmp_path, log=QUIET,
+                trainer=lambda c, seeds, d: {seeds[0]: {"return": 1.0}})  # a seed missing
+    assert len(rep.failed) == 4 and "no result for seeds [1]" in rep.failed[0][2]
+    assert ResultStore(tmp_path).read().records == []
+
+
+def test_a_killed_sweep_keeps_every_finished_record_and_a_rerun_completes_the_rest(tmp_path, fake_dir):
+    env = {**os.environ, "PIPELAG_KILL_AT": "4", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pipelag.experiments.cli", "sweep", "table3", "--budget", "0.001", "--out",
+           str(tmp_path), "--trainer", "tests.experiments.test_sweep:killing_trainer"]
+    p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    exp, budget = get_experiment("table3"), Budget(0.001)
+    done = ResultStore(tmp_path).read()
+    assert len(done.records) == 3 * 3 and len(done.by_key()) == 3  # the first three runs, all seeds
+    first_calls = call_ids(fake_dir)
+    assert len(first_calls) == 4  # the fourth run was killed mid-run
+
+    rep = sweep(exp, budget, tmp_path, trainer=counting_trainer, log=QUIET)
+    assert rep.ok and len(rep.done) == 12 and len(rep.skipped) == 3
+    rerun = {tuple(name.split("_")[:2]) for name in call_ids(fake_dir) - first_calls}
+    assert len(rerun) == 12 and not {k for k, _ in rerun} & set(done.by_key())
+    assert ResultStore(tmp_path).read().finished() == {(k, s) for k in keys_of(exp, budget) for s in range(3)}
+
+
+def test_process_backend_survives_a_killed_worker(tmp_path, fake_dir):
+    exp, budget = mini(), Budget(0.001, 2)
+    rep = sweep(exp, budget, tmp_path, trainer=exiting_trainer, backend="process", workers=2, log=QUIET)
+    assert len(rep.failed) == 2 and len(rep.done) == 2  # Seaquest's baseline and CNN died, Breakout's finished
+    assert all("exit code 137" in err for _, _, err in rep.failed)
+    assert {t.spec["env"] for t, _ in rep.done} == {"MinAtar/Breakout-v0"}
+    assert len(ResultStore(tmp_path).read().records) == 4
+
+    rep = sweep(exp, budget, tmp_path, trainer=counting_trainer, backend="process", workers=2, log=QUIET)
+    assert rep.ok and len(rep.done) == 2 and len(calls(fake_dir)) == 4 + 2
+    assert ResultStore(tmp_path).read().finished() == {(k, s) for k in keys_of(exp, budget) for s in (0, 1)}
+
+
+def test_ray_backend_with_a_crashing_worker(tmp_path):
+    ray = pytest.importorskip("ray")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def trainer(config, seeds, out_dir):  # a closure: Ray ships it by value
+        (marks / f"{run_key(config)}_{uuid.uuid4().hex[:6]}").touch()
+        if "Seaquest" in config["env"] and not (marks / "healed").exists():
+            os._exit(1)
+        return {s: {"return": float(s)} for s in seeds}
+
+    exp, budget = mini(), Budget(0.001, 2)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        rep = sweep(exp, budget, tmp_path / "out", trainer=trainer, backend="ray", log=QUIET)
+        assert len(rep.done) == 2 and len(rep.failed) == 2  # no retries: a crash is reported
+        assert len(ResultStore(tmp_path / "out").read().records) == 4
+        (marks / "healed").touch()
+        n = len(list(marks.iterdir()))
+        rep = sweep(exp, budget, tmp_path / "out", trainer=trainer, backend="ray", log=QUIET)
+        assert rep.ok and len(rep.done) == 2 and len(list(marks.iterdir())) == n + 2
+    finally:
+        ray.shutdown()
+    assert len(ResultStore(tmp_path / "out").read().records) == 8
+
+
+# ---------------------------------------------------------------------------- inputs and the real adapter
+def test_bad_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(PipelagError, match="unknown experiment 'table6'.*Valid experiments: table1, table2"):
+        sweep("table6", Budget(), tmp_path)
+    with pytest.raises(PipelagError, match="unknown backend"):
+        sweep("table3", Budget(), tmp_path, trainer=counting_trainer, backend="slurm")
+    with pytest.raises(PipelagError, match="cannot load trainer"):
+        sweep("table3", Budget(), tmp_path, trainer="tests.nothing:here")
+    with pytest.raises(PipelagError, match="fraction in"):
+        Budget(1.5)
+
+
+def test_every_spec_maps_onto_the_trainers_configs():
+    """Our specs → PPOConfig / SACConfig fields, valid for every supported run of every experiment."""
+    ppo = pytest.importorskip("pipelag.algorithms.ppo.config")
+    sac = pytest.importorskip("pipelag.algorithms.sac.config")
+    n = 0
+    for exp in EXPERIMENTS.values():
+        for t in exp.tasks(Budget()):
+            if t.unsupported or t.spec.get("dropout"):
+                continue
+            cls = ppo.PPOConfig if t.spec["algo"] == "ppo" else sac.SACConfig
+            cfg = cls(**_trainer_fields(t.spec)).validate()
+            assert (cfg.env_id, cfg.delta, cfg.arch, cfg.total_timesteps) == (
+                t.spec["env"], t.spec["delta"], t.spec["arch"], t.spec["steps"])
+            n += 1
+    assert n > 300
