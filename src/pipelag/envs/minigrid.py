@@ -7,8 +7,9 @@ reproduced, and checked against minigrid by ``tests/envs/test_minigrid.py``:
 * the grid and its encoding: ``state.grid[x, y] = (OBJECT_IDX, COLOR_IDX, STATE)`` exactly as
   ``Grid.encode()`` writes it (empty cell = ``(1, 0, 0)``, door state 0 open / 1 closed / 2 locked);
 * ``reset``: the layout distribution of ``_gen_grid`` (``place_obj``'s rejection sampling is uniform
-  over the free cells of its rectangle, which is what is sampled here; the layouts themselves can't be
-  seed-identical since the RNG is JAX's);
+  over the free cells of its rectangle, which is what is sampled here, from 32 random bits per draw:
+  modulo bias below 1e-8); the layouts themselves can't be seed-identical since the RNG is JAX's.
+  :func:`state_from_minigrid` copies a minigrid env's state instead;
 * ``step``: the 7 actions (left, right, forward, pickup, drop, toggle, done) with ``MiniGridEnv.step``'s
   semantics, reward ``1 - 0.9 * step_count / max_steps`` on reaching the goal (``terminated``), 0
   otherwise, ``truncated`` once ``step_count >= max_steps`` (both can be true on the same step, as in
@@ -117,8 +118,10 @@ def _tiles() -> np.ndarray:
     with ref.open("rb") as f, np.load(f) as data:
         tiles = data["tiles"]
     if tiles.shape != (len(OBJECT_TO_IDX), len(COLOR_TO_IDX), 3, 2, 2, TILE_SIZE, TILE_SIZE, 3):
-        raise PipelagError(f"corrupt MiniGrid tile table {ref} (shape {tiles.shape}); regenerate it with "
-                           "scripts/make_minigrid_tiles.py")
+        raise PipelagError(
+            f"corrupt MiniGrid tile table {ref} (shape {tiles.shape}); regenerate it with "
+            "scripts/make_minigrid_tiles.py"
+        )
     return tiles.reshape(-1, TILE_SIZE, TILE_SIZE, 3).astype(np.float32) / np.float32(255)
 
 
@@ -134,25 +137,30 @@ def _process_vis(see_behind: jax.Array) -> jax.Array:
     cells ``1..W-1`` as they are after both passes: the same updates in the same order as minigrid.
     """
     w, h = see_behind.shape
-    ks = np.arange(w)[:, None]
-    is_ = np.arange(w)[None, :]
-    rows = []
-    mask = jnp.zeros((w,), bool).at[w // 2].set(True)
-    for j in reversed(range(h)):
-        s = see_behind[:, j]
+    ks, is_ = np.arange(w)[:, None], np.arange(w)[None, :]
+    lower, upper = ks <= is_, ks >= is_
+
+    def row(mask, s):  # mask: the row's cells made visible so far (by the row below); s: see-behind
         c = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(~s, dtype=jnp.int32)])  # blocked in s[:i]
-        ltr = (ks <= is_) & (c[:w][:, None] == c[:w][None, :])  # k reaches i: s[k:i] all see-through
+        ltr = lower & (c[:w][:, None] == c[:w][None, :])  # k reaches i: s[k:i] all see-through
         m1 = jnp.any(mask[:, None] & ltr, axis=0)
-        rtl = (ks >= is_) & (c[1:][:, None] == c[1:][None, :])  # k reaches i: s[i+1:k+1] all see-through
+        rtl = upper & (c[1:][:, None] == c[1:][None, :])  # k reaches i: s[i+1:k+1] all see-through
         m2 = jnp.any(m1[:, None] & rtl, axis=0)
-        rows.append(m2)
         go_ltr = m1 & s & (np.arange(w) <= w - 2)
         go_rtl = m2 & s & (np.arange(w) >= 1)
         up = go_ltr | go_rtl
         up = up.at[1:].set(up[1:] | go_ltr[:-1])  # i+1 from the left-to-right pass
         up = up.at[:-1].set(up[:-1] | go_rtl[1:])  # i-1 from the right-to-left pass
-        mask = up  # the row above starts with what this row made visible
-    return jnp.stack(rows[::-1], axis=1)
+        return up, m2  # the row above starts with what this row made visible
+
+    start = jnp.zeros((w,), bool).at[w // 2].set(True)
+    _, rows = jax.lax.scan(row, start, see_behind.T[::-1])  # rows bottom-up, as minigrid
+    return rows[::-1].T
+
+
+def _below(bits: jax.Array, n: Any) -> jax.Array:
+    """A uniform integer in ``[0, n)`` from 32 random bits (modulo bias below ``n / 2**32``)."""
+    return (bits % jnp.asarray(n, jnp.uint32)).astype(jnp.int32)
 
 
 class MiniGrid(JaxEnv):
@@ -188,12 +196,14 @@ class MiniGrid(JaxEnv):
         return f"MiniGrid({self.env_id!r}, view={self.view!r})"
 
     # ------------------------------------------------------------------ reset
-    def _place(self, key: jax.Array, grid: jax.Array, region: jax.Array, agent_pos: jax.Array) -> jax.Array:
+    def _place(self, bits: jax.Array, grid: jax.Array, region: jax.Array, agent_pos: jax.Array) -> jax.Array:
         """``place_obj``: uniform over the free cells of ``region`` (rejection sampling's distribution)."""
         s = self.spec.size
         xs, ys = jnp.meshgrid(jnp.arange(s), jnp.arange(s), indexing="ij")
         free = region & (grid[..., 0] == EMPTY) & ~((xs == agent_pos[0]) & (ys == agent_pos[1]))
-        idx = jax.random.categorical(key, jnp.where(free.reshape(-1), 0.0, -jnp.inf))
+        counts = jnp.cumsum(free.reshape(-1).astype(jnp.int32))
+        rank = _below(bits, counts[-1])  # the rank-th free cell, in raster order
+        idx = jnp.argmax(counts > rank)
         return jnp.stack([idx // s, idx % s]).astype(jnp.int32)
 
     def reset_env(self, key: jax.Array) -> tuple[MiniGridState, jax.Array]:
@@ -201,22 +211,23 @@ class MiniGrid(JaxEnv):
         grid = jnp.asarray(self._walled)
         xs = jnp.arange(s)[:, None] * jnp.ones((1, s), jnp.int32)
         nowhere = jnp.array([-1, -1], jnp.int32)
-        k_split, k_agent, k_dir, k_door, k_key = jax.random.split(key, 5)
+        # one draw of random bits for the whole layout (one threefry call: cheap to compile)
+        b_agent, b_dir, b_split, b_door, b_key = jax.random.bits(key, (5,), jnp.uint32)
         if self.spec.layout == "empty_random":  # EmptyEnv(agent_start_pos=None): place_agent()
-            pos = self._place(k_agent, grid, jnp.ones((s, s), bool), nowhere)
+            pos = self._place(b_agent, grid, jnp.ones((s, s), bool), nowhere)
         else:  # DoorKeyEnv._gen_grid
-            split = jax.random.randint(k_split, (), 2, s - 2)
+            split = 2 + _below(b_split, s - 4)  # _rand_int(2, width - 2)
             grid = jnp.where((xs == split)[..., None], jnp.array(WALL_CELL), grid)  # vert_wall(split, 0)
             left = xs < split
-            pos = self._place(k_agent, grid, left, nowhere)  # place_agent(size=(split, height))
-            door_y = jax.random.randint(k_door, (), 1, s - 2)
+            pos = self._place(b_agent, grid, left, nowhere)  # place_agent(size=(split, height))
+            door_y = 1 + _below(b_door, s - 3)  # _rand_int(1, height - 2)
             grid = grid.at[split, door_y].set(jnp.array(LOCKED_YELLOW_DOOR))
-            key_pos = self._place(k_key, grid, left, pos)  # place_obj(Key, size=(split, height))
+            key_pos = self._place(b_key, grid, left, pos)  # place_obj(Key, size=(split, height))
             grid = grid.at[key_pos[0], key_pos[1]].set(jnp.array(YELLOW_KEY))
         state = MiniGridState(
             grid=grid.astype(jnp.int32),
             agent_pos=pos,
-            agent_dir=jax.random.randint(k_dir, (), 0, 4).astype(jnp.int32),
+            agent_dir=_below(b_dir, 4),  # place_agent: _rand_int(0, 4)
             carrying=jnp.array(EMPTY_CELL, jnp.int32),
             step_count=jnp.zeros((), jnp.int32),
         )
@@ -268,8 +279,9 @@ class MiniGrid(JaxEnv):
             carrying=new_carrying,
             step_count=step_count,
         )
-        reward = jnp.where(reached_goal, jnp.asarray(self._rewards)[jnp.minimum(step_count, self.spec.max_steps)],
-                           jnp.float32(0))
+        reward = jnp.where(
+            reached_goal, jnp.asarray(self._rewards)[jnp.minimum(step_count, self.spec.max_steps)], jnp.float32(0)
+        )
         truncated = step_count >= self.spec.max_steps
         obs = self.observe(next_state)
         return next_state, Step(obs=obs, reward=reward, terminated=terminated, truncated=truncated, final_obs=obs)
@@ -319,8 +331,10 @@ class MiniGrid(JaxEnv):
             raise PipelagError(f"state_from_minigrid: {self.env_id} can't take the state of a {env_id} env")
         size = (getattr(u, "width", None), getattr(u, "height", None))
         if size != (self.spec.size, self.spec.size) or getattr(u, "max_steps", None) != self.spec.max_steps:
-            raise PipelagError(f"state_from_minigrid: expected a {self.env_id} env ({self.spec.size}x"
-                               f"{self.spec.size}, max_steps={self.spec.max_steps}), got {env!r}")
+            raise PipelagError(
+                f"state_from_minigrid: expected a {self.env_id} env ({self.spec.size}x"
+                f"{self.spec.size}, max_steps={self.spec.max_steps}), got {env!r}"
+            )
         return state_from_minigrid(env)
 
 
