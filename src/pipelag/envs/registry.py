@@ -56,20 +56,6 @@ def list_envs() -> list[str]:
     return list(_REGISTRY)
 
 
-def _check_option(env_id: str, name: str, value: Any) -> None:
-    if name == "sticky_action_prob":
-        ok = not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= value <= 1.0
-        if not ok:
-            raise PipelagError(
-                f"{env_id}: sticky_action_prob must be a number in [0, 1] (default 0.1), got {value!r}."
-            )
-    elif name == "view" and value not in ("rgb", "symbolic"):
-        raise PipelagError(
-            f"{env_id}: view must be 'rgb' (56x56x3 pixels) or 'symbolic' (7x7x3 object/colour/state "
-            f"codes), got {value!r}."
-        )
-
-
 def make(env_id: str, **options: Any):
     """Build the JAX environment ``env_id`` (see :func:`list_envs`) with its ``options``."""
     entry = _REGISTRY.get(env_id)
@@ -79,11 +65,10 @@ def make(env_id: str, **options: Any):
         raise PipelagError(
             f"unknown JAX environment id {env_id!r}.{hint} Valid ids: {', '.join(_REGISTRY)}. {_HOST_HINT}"
         )
-    for name, value in options.items():
+    for name in options:  # values are checked by the environment class itself
         if name not in entry.options:
             raise PipelagError(
                 f"unknown option {name!r} for {env_id}; valid options: {', '.join(entry.options)}."
             )
-        _check_option(env_id, name, value)
     cls = getattr(importlib.import_module(entry.module), entry.cls)
     return cls(*entry.args, **options)
