@@ -55,7 +55,7 @@ def test_numpy_variants_match_reference(prob):
 
 
 def test_jax_variants_match_reference(prob):
-    vs = ib.jax_variants(prob, scan=4)
+    vs = ib.jax_variants(prob, scan=4, unroll=2)
     assert {v.method for v in vs} == {"jax-fused", "jax-fused-call", "jax-ref", "jax-seq", "jax-seq-call"}
     _assert_matches(prob, vs)
 
@@ -63,9 +63,12 @@ def test_jax_variants_match_reference(prob):
 def test_runtime_variant_matches_reference(prob):
     if prob.batch != 1:
         with pytest.raises(ValueError):
-            ib.runtime_variant(prob)
+            ib.runtime_variants(prob)
         return
-    _assert_matches(prob, [ib.runtime_variant(prob)])
+    backends = ("jax", "torch") if HAS_TORCH else ("jax",)
+    vs = ib.runtime_variants(prob, scan=4, unroll=2, backends=backends)
+    assert {v.method for v in vs} == {"runtime-act", "runtime-scan"} | ({"runtime-act-torch"} if HAS_TORCH else set())
+    _assert_matches(prob, vs)
 
 
 def test_scanned_jax_ticks_chain_like_repeated_steps():
@@ -165,6 +168,14 @@ def test_a_variant_that_raises_is_an_error_row():
 
     row = ib.measure(ib.Variant("x", "tick", boom, boom), prob.ref_tick, "cpu", prob, ib.time_host, 1, 0.001)
     assert row.status == "error" and "no such device" in row.note
+
+
+def test_overhead_probes_report_positive_times():
+    over = ib.jax_overheads(repeats=1)
+    assert over["jax_call_us"] > 0 and over["jax_scan_iteration_us"] > 0
+    parts = ib.runtime_breakdown(ib.make_problem(2, 8, 1), repeats=1)
+    assert set(parts) == {"tick, device obs", "tick, host obs", "tick, host obs, action to host", "act"}
+    assert all(v > 0 for v in parts.values())
 
 
 def test_time_host_returns_per_call_seconds():

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -194,3 +199,80 @@ def test_bad_policy_arguments_are_refused(tmp_path):
     pol = PipelinedPolicy(net, params)
     with pytest.raises(PipelagError, match=r"shape \(5,\)"):
         pol.act(np.zeros(6, np.float32))
+
+
+# ---------------------------------------------------------------------------------- torch backend
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+NO_TORCH = "torch is not installed (the `bench` extra): pip install torch==2.13.0 for the CPU build"
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)
+@pytest.mark.parametrize("dims", [(5, 16, 4, 4), (16, 16, 16, 3), (8, 16, 16, 1), (6, 16, 4, 2), (16, 16, 6, 5)])
+def test_torch_backend_acts_like_the_core(tmp_path, dims):
+    obs_dim, hidden, outputs, layers = dims
+    kw = {"arch": "mlp", "obs_shape": [obs_dim], "num_outputs": outputs, "num_layers": layers, "hidden": hidden}
+    net, params = _params(kw)
+    save_policy(tmp_path / "ck", kw, params)
+    pol = PipelinedPolicy.load(tmp_path / "ck", backend="torch")
+    assert pol.backend == "torch" and pol.describe_backend().startswith("torch (cpu")
+    obs = _obs_seq((obs_dim,), 7, seed=5)
+    _, ref = _core_loop(net, params, obs, lambda out: out)
+    got = np.stack([pol.act(o) for o in obs])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert np.abs(ref).max() > 0
+    pol.reset()
+    np.testing.assert_allclose(np.stack([pol.act(o) for o in obs]), got, rtol=1e-6, atol=1e-7)
+    # state() / set_state() round trip through the torch buffers
+    st = pol.state()
+    pol2 = PipelinedPolicy(net, params, backend="jax")
+    pol2.set_state(st)
+    np.testing.assert_allclose(pol2.act(obs[0]), pol.act(obs[0]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)
+def test_torch_backend_discrete_and_gaussian_heads_match_jax():
+    kw = {**MLP, "num_outputs": 6}
+    net, params = _params(kw)
+    obs = _obs_seq((5,), 8, seed=2)
+    for head, mode in (({"type": "discrete"}, "greedy"), ({"type": "discrete"}, "sample"),
+                       ({"type": "gaussian", "low": -2.0, "high": 3.0}, "sample")):
+        j = PipelinedPolicy(net, params, head=head, mode=mode, seed=3, backend="jax")
+        t = PipelinedPolicy(net, params, head=head, mode=mode, seed=3, backend="torch")
+        for o in obs:
+            np.testing.assert_allclose(np.asarray(t.act(o)), np.asarray(j.act(o)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)
+def test_torch_backend_refuses_what_it_cannot_run():
+    net, params = _params({**MLP, "arch": "mlp-proj-to-action"})
+    with pytest.raises(PipelagError, match="chains of dense layers.*backend='jax'"):
+        PipelinedPolicy(net, params, backend="torch")
+    # auto falls back to JAX (and, on a CPU, never picks torch)
+    assert PipelinedPolicy(net, params, backend="auto").backend == "jax"
+    net, params = _params(MLP)
+    if jax.default_backend() == "cpu":
+        assert PipelinedPolicy(net, params).backend == "jax"
+
+
+@pytest.mark.skipif(not (HAS_TORCH and importlib.util.find_spec("triton")),
+                    reason="needs torch and triton (run in Triton's CPU interpreter)")
+def test_torch_backend_triton_segments_in_interpreter():
+    code = textwrap.dedent("""
+        import jax, numpy as np
+        from pipelag.networks import build_network
+        from pipelag.runtime.torch_backend import TorchChainTick
+        from pipelag.runtime.policy import PipelinedPolicy
+        net = build_network("mlp", (7,), 3, num_layers=5, hidden=128)
+        params = jax.tree.map(lambda a: a + 0.01, net.init(jax.random.PRNGKey(0)))
+        t = TorchChainTick(net, params, device="cpu", use_triton=True, graphs=False)
+        assert [s["triton"] for s in t.segments] == [False, True, False], t.segments
+        ref = PipelinedPolicy(net, params, backend="jax")
+        obs = np.random.default_rng(0).standard_normal((7, 7)).astype(np.float32)
+        t.load({n: np.zeros(s) for n, s in zip(t.names, t.sizes[1:])})
+        for o in obs:
+            np.testing.assert_allclose(t.step(o), ref.act(o), rtol=1e-4, atol=1e-5)
+        print("ok")
+    """)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

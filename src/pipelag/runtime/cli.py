@@ -56,7 +56,8 @@ def add_bench_parser(subparsers) -> None:
     q.add_argument("--other-depths", type=_ints, default=None, help="depths of the other configs")
     q.add_argument("--repeats", type=int, default=5, help="timed samples per variant (median reported)")
     q.add_argument("--min-time", type=float, default=None, help="seconds per sample")
-    q.add_argument("--scan", type=int, default=64, help="ticks per lax.scan call for the JAX device time")
+    q.add_argument("--scan", type=int, default=None, help="ticks per lax.scan call for the JAX device time")
+    q.add_argument("--unroll", type=int, default=None, help="unroll the scan of the fused JAX ticks this much")
     q.add_argument("--graph-ticks", type=int, default=8, help="ticks per CUDA graph replay (even)")
     q.add_argument("--threads", type=int, default=2, help="threads of the multi-threaded numpy tick")
     q.add_argument("--torch", action="store_true", help="on the CPU, also time the torch variants")
@@ -93,8 +94,8 @@ def run_report(args) -> int:
 def run_bench(args) -> int:
     if args.graph_ticks < 2 or args.graph_ticks % 2:
         raise PipelagError(f"--graph-ticks must be even and ≥ 2 (ping-pong buffers), got {args.graph_ticks}")
-    if args.repeats < 1 or args.scan < 1 or args.threads < 1:
-        raise PipelagError("--repeats, --scan and --threads must be ≥ 1")
+    if args.repeats < 1 or (args.scan or 1) < 1 or args.threads < 1 or (args.unroll or 1) < 1:
+        raise PipelagError("--repeats, --scan, --unroll and --threads must be ≥ 1")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
     device = args.device
     if device == "auto":
@@ -112,7 +113,11 @@ def run_bench(args) -> int:
         depths = args.depths or (MAIN_DEPTHS if device == "gpu" else CPU_DEPTHS)
         other = args.other_depths or (OTHER_DEPTHS if device == "gpu" else (1, 10, 100))
         min_time = args.min_time or (0.02 if device == "gpu" else 0.05)
-    result = sweep(device, configs, depths, other, repeats=args.repeats, min_time=min_time, scan=args.scan,
+    scan = args.scan or (16 if device == "gpu" else 64)
+    unroll = args.unroll or (scan if device == "gpu" else 1)
+    if scan % unroll:
+        raise PipelagError(f"--unroll ({unroll}) must divide --scan ({scan})")
+    result = sweep(device, configs, depths, other, repeats=args.repeats, min_time=min_time, scan=scan, unroll=unroll,
                    graph_ticks=args.graph_ticks, threads=args.threads, with_torch=args.torch or device == "gpu",
                    json_path=args.json, time_budget=args.time_budget)
     if args.report is not None:
@@ -133,7 +138,7 @@ def _have_cuda() -> bool:
 
 
 # ----------------------------------------------------------------------------------------- sweep
-def sweep(device: str, configs, depths, other_depths, *, repeats: int, min_time: float, scan: int,
+def sweep(device: str, configs, depths, other_depths, *, repeats: int, min_time: float, scan: int, unroll: int = 1,
           graph_ticks: int, threads: int, with_torch: bool, json_path: Path | None = None,
           time_budget: float | None = None, log=print) -> dict:
     import jax
@@ -165,7 +170,7 @@ def sweep(device: str, configs, depths, other_depths, *, repeats: int, min_time:
             torch.set_num_threads(1)
     meta = {"device": device, "device_name": dev_name, "copy_bandwidth_GBps": bw / 1e9,
             "jax": jax.__version__, "jax_backend": jax.default_backend(), "python": sys.version.split()[0],
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu_count": os.cpu_count(), "scan": scan,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu_count": os.cpu_count(), "scan": scan, "unroll": unroll,
             "graph_ticks": graph_ticks, "repeats": repeats, "min_time": min_time, "argv": sys.argv,
             "configs": [list(c) for c in configs], "skipped": []}
     if tt is not None:
@@ -173,8 +178,10 @@ def sweep(device: str, configs, depths, other_depths, *, repeats: int, min_time:
 
         meta["torch"] = torch.__version__
     result = {"meta": meta, "rows": []}
-    log(f"# {dev_name}: copy bandwidth {bw / 1e9:.0f} GB/s (read + write)")
-    triton_cfg: dict[int, tuple] = {}
+    meta.update(ib.jax_overheads(repeats))
+    log(f"# {dev_name}: copy bandwidth {bw / 1e9:.0f} GB/s (read + write); JAX call {meta['jax_call_us']:.1f} µs, "
+        f"scan iteration {meta['jax_scan_iteration_us']:.2f} µs")
+    triton_cfg: dict[tuple, tuple] = {}
     for ci, (hidden, batch) in enumerate(configs):
         for depth in (depths if ci == 0 else other_depths):
             if time_budget is not None and time.perf_counter() - t_start > time_budget:
@@ -184,7 +191,14 @@ def sweep(device: str, configs, depths, other_depths, *, repeats: int, min_time:
             prob = ib.make_problem(depth, hidden, batch)
             rows = [ib.Row(dev_name, hidden, batch, depth, "floor", "tick", us=prob.weight_bytes / bw * 1e6,
                            note=f"{prob.weight_bytes / 2**20:.1f} MiB of weights / {bw / 1e9:.0f} GB/s")]
-            for v, ref in _variants(prob, gpu, tt, scan, graph_ticks, threads, main=ci == 0, log=log):
+            if ci == 0 and batch == 1 and depth == max(depths):
+                meta["runtime_breakdown_us"] = {"depth": depth, **ib.runtime_breakdown(prob, repeats)}
+                log(f"  runtime act breakdown: {meta['runtime_breakdown_us']}")
+            for v, ref in _variants(prob, gpu, tt, scan, unroll, graph_ticks, threads, main=ci == 0, log=log):
+                if isinstance(v, ib.Row):  # could not be built
+                    v.device = dev_name
+                    rows.append(v)
+                    continue
                 t = timer if (v.timer == "cuda") else ib.time_host
                 rows.append(ib.measure(v, ref, dev_name, prob, t, repeats, min_time))
             if gpu and batch == 1 and tt is not None:
@@ -203,39 +217,50 @@ def sweep(device: str, configs, depths, other_depths, *, repeats: int, min_time:
     return result
 
 
-def _variants(prob, gpu: bool, tt, scan, graph_ticks, threads, *, main: bool, log):
-    """(variant, reference) pairs for one problem; variants that cannot be built become error rows."""
+def _variants(prob, gpu: bool, tt, scan, unroll, graph_ticks, threads, *, main: bool, log):
+    """(variant, reference) pairs for one problem; a builder that fails gives rows that say why."""
     from pipelag.runtime import inference_bench as ib
 
     tick_ref, fwd_ref = prob.ref_tick, prob.ref_forward
     builders = []
     if not gpu:
-        builders += [lambda: [ib.numpy_sequential(prob)], lambda: [ib.numpy_fused(prob)],
-                     lambda: [ib.numpy_threads(prob, threads)]]
+        builders += [(["numpy-seq"], lambda: [ib.numpy_sequential(prob)]),
+                     (["numpy-fused"], lambda: [ib.numpy_fused(prob)]),
+                     ([f"numpy-threads{threads}"], lambda: [ib.numpy_threads(prob, threads)])]
     if tt is not None:
         dev = "cuda" if gpu else "cpu"
-        builders += [lambda: tt.sequential_variants(prob, dev, graph_ticks),
-                     lambda: tt.bmm_variants(prob, dev, graph_ticks),
-                     lambda: tt.dense_variants(prob, dev, graph_ticks),
-                     lambda: tt.sparse_variants(prob, dev, graph_ticks, graphs=False)]
-    builders.append(lambda: ib.jax_variants(prob, scan=scan, per_call=True, reference=main))
+        builders += [(["torch-seq-eager", "torch-seq-graph" if gpu else None],
+                      lambda: tt.sequential_variants(prob, dev, graph_ticks)),
+                     (["torch-bmm-eager", "torch-bmm-graph" if gpu else None],
+                      lambda: tt.bmm_variants(prob, dev, graph_ticks)),
+                     (["torch-bd-dense-eager", "torch-bd-dense-graph" if gpu else None],
+                      lambda: tt.dense_variants(prob, dev, graph_ticks)),
+                     (["torch-bd-sparse-eager"], lambda: tt.sparse_variants(prob, dev, graph_ticks, graphs=False))]
+    builders.append((["jax-fused"], lambda: ib.jax_variants(prob, scan=scan, per_call=True, reference=main,
+                                                            unroll=unroll)))
     if prob.batch == 1:
-        builders.append(lambda: [ib.runtime_variant(prob)])
-    for build in builders:
+        backends = ("jax", "torch") if gpu else ("jax",)
+        builders.append((["runtime-act", "runtime-scan"], lambda: ib.runtime_variants(prob, scan, unroll, backends)))
+    for names, build in builders:
         try:
             vs = build()
         except Exception as e:  # noqa: BLE001 - e.g. the dense block-diagonal matrix over its memory cap
-            log(f"  (could not build a variant: {type(e).__name__}: {e})")
+            why = f"{type(e).__name__}: {e}"
+            log(f"  (not built: {why})")
+            for name in names:
+                if name is not None:
+                    yield ib.Row("", prob.hidden, prob.batch, prob.depth, name, "tick", status="skipped",
+                                 note=why[:200]), None
             continue
         for v in vs:
             yield v, (tick_ref if v.kind == "tick" else fwd_ref)
 
 
 def _triton(prob, tt, cache, graph_ticks, repeats, min_time, dev_name, log):
-    """Best Triton config for this hidden size (picked at the first depth seen), timed as a graph."""
+    """The fastest Triton config for this problem (every config tried; compiled once per hidden size)."""
     from pipelag.runtime import inference_bench as ib
 
-    configs = [cache[prob.hidden]] if prob.hidden in cache else list(tt.TRITON_CONFIGS)
+    configs = list(tt.TRITON_CONFIGS)
     best, last = None, None
     for cfg in configs:
         try:
@@ -249,7 +274,7 @@ def _triton(prob, tt, cache, graph_ticks, repeats, min_time, dev_name, log):
             best = (cfg, last)
     if best is None:
         return last
-    cache.setdefault(prob.hidden, best[0])
+    cache[(prob.hidden, prob.depth)] = best[0]
     return best[1]
 
 

@@ -209,7 +209,8 @@ def _stack_act(prob: Problem, state) -> np.ndarray:
     return np.stack([np.asarray(state["act"][n]) for n in prob.names])
 
 
-def jax_variants(prob: Problem, scan: int = 64, per_call: bool = True, reference: bool = True) -> list[Variant]:
+def jax_variants(prob: Problem, scan: int = 64, per_call: bool = True, reference: bool = True,
+                 unroll: int = 1) -> list[Variant]:
     """The core's own code paths under ``jax.jit``.
 
     * ``jax-fused``: ``PipelinedNetwork.fused_step`` with ``fuse_params`` (one batched op per group of
@@ -218,6 +219,9 @@ def jax_variants(prob: Problem, scan: int = 64, per_call: bool = True, reference
     * ``jax-ref``: ``PipelinedNetwork.step`` (layer by layer) scanned the same way;
     * ``jax-seq`` / ``jax-seq-call``: the instantaneous network's forward, scanned (each forward's
       input is o + the previous forward's output, so forwards cannot be merged) or one per call.
+
+    ``unroll`` unrolls the scan of ``jax-fused`` (straight-line code: no per-iteration loop overhead,
+    which is ~13 µs per iteration on the H100 machine); ``jax-ref``/``jax-seq`` keep the loop.
     """
     import jax
     import jax.numpy as jnp
@@ -230,14 +234,14 @@ def jax_variants(prob: Problem, scan: int = 64, per_call: bool = True, reference
     zero_inst = jax.device_put(inst.zero_state((prob.batch,)))
     out: list[Variant] = []
 
-    def scanned(step, p):
+    def scanned(step, p, unroll):
         def f(p, s, o):
-            return jax.lax.scan(lambda c, _: (step(p, c, o)[1], None), s, None, length=scan)[0]
+            return jax.lax.scan(lambda c, _: (step(p, c, o)[1], None), s, None, length=scan, unroll=unroll)[0]
         return jax.jit(f)
 
-    def tick_variant(method, step, p, note):
+    def tick_variant(method, step, p, note, unroll=1):
         one = jax.jit(step)
-        many = scanned(step, p)
+        many = scanned(step, p, unroll)
         holder = {"s": state0}
 
         def run():
@@ -249,7 +253,8 @@ def jax_variants(prob: Problem, scan: int = 64, per_call: bool = True, reference
 
     groups = "+".join(str(g) for g in prob.fused_groups)
     out.append(tick_variant("jax-fused", net.fused_step, fparams,
-                            f"core fused_step, batched groups of {groups} layers, {scan} ticks per lax.scan"))
+                            f"core fused_step, batched groups of {groups} layers, {scan} ticks per lax.scan"
+                            + (f" unrolled {unroll}x" if unroll > 1 else ""), unroll=unroll))
     if per_call:
         one = jax.jit(net.fused_step)
         holder = {"s": state0}
@@ -279,23 +284,104 @@ def jax_variants(prob: Problem, scan: int = 64, per_call: bool = True, reference
     return out
 
 
-def runtime_variant(prob: Problem) -> Variant:
-    """The deployment runtime's closed loop: numpy obs in, numpy action out, one tick per ``act``."""
+def runtime_variants(prob: Problem, scan: int = 64, unroll: int = 1, backends=("jax",)) -> list[Variant]:
+    """The deployment runtime (batch 1).
+
+    * ``runtime-act`` (JAX backend) / ``runtime-act-torch`` (torch backend: CUDA graph, Triton): the
+      closed loop, numpy obs in, numpy action out, one tick per ``act``;
+    * ``runtime-scan``: the JAX backend's compiled tick (state as one flat buffer), ``scan`` ticks per
+      ``lax.scan``: its device time.
+    """
     from pipelag.runtime.policy import PipelinedPolicy
 
     if prob.batch != 1:
         raise ValueError("the runtime acts at batch 1")
-    pol = PipelinedPolicy(prob.net, prob.params)
     obs = prob.obs[0]
+    out = []
+    for backend in backends:
+        pol = PipelinedPolicy(prob.net, prob.params, backend=backend)
 
-    def check():
-        pol.reset()
-        pol.set_state(prob.state0)
-        pol.act(obs)
-        return _stack_act(prob, pol.state())[:, None, :]
+        def check(pol=pol):
+            pol.reset()
+            pol.set_state(prob.state0)
+            pol.act(obs)
+            return _stack_act(prob, pol.state())[:, None, :]
 
-    return Variant("runtime-act", "tick", check, lambda: pol.act(obs),
-                   note="PipelinedPolicy.act: host obs -> jitted fused tick -> host action")
+        out.append(Variant("runtime-act" + ("" if backend == "jax" else f"-{backend}"), "tick", check,
+                           lambda pol=pol: pol.act(obs),
+                           note=f"PipelinedPolicy.act, {pol.describe_backend()}: host obs in, host action out"))
+        if backend == "jax":
+            out.append(_runtime_scan(prob, pol, scan, unroll))
+    return out
+
+
+def _runtime_scan(prob: Problem, pol, scan: int, unroll: int) -> Variant:
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    tick, fp, o = pol._tick_fn, pol._fparams, jnp.asarray(prob.obs[0])
+    many = jax.jit(lambda p, f: jax.lax.scan(lambda c, _: (tick(p, c, o, None)[1], None), f, None,
+                                             length=scan, unroll=unroll)[0])
+    flat0 = ravel_pytree(jax.tree.map(lambda a: a[0], prob.state0))[0]
+    holder = {"f": flat0}
+
+    def run():
+        holder["f"] = many(fp, holder["f"])
+        holder["f"].block_until_ready()
+
+    def check_scan():
+        f = jax.jit(lambda p, f: tick(p, f, o, None)[1])(fp, flat0)
+        return _stack_act(prob, pol._unravel(f))[:, None, :]
+
+    return Variant("runtime-scan", "tick", check_scan, run, units_per_call=scan,
+                   note=f"the runtime's compiled tick (flat state), {scan} ticks per lax.scan"
+                   + (f" unrolled {unroll}x" if unroll > 1 else ""))
+
+
+def jax_overheads(repeats: int = 5) -> dict:
+    """µs of a trivial jitted call waited for, and of one iteration of a trivial lax.scan loop."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones(8)
+    inc = jax.jit(lambda x: x + 1)
+    loop = jax.jit(lambda x: jax.lax.scan(lambda c, _: (c * 1.0001 + 1, None), x, None, length=256)[0])
+    call = statistics.median(time_host(lambda: inc(x).block_until_ready(), repeats, 0.02)) * 1e6
+    it = statistics.median(time_host(lambda: loop(x).block_until_ready(), repeats, 0.02)) * 1e6 / 256
+    return {"jax_call_us": call, "jax_scan_iteration_us": it}
+
+
+def runtime_breakdown(prob: Problem, repeats: int = 5) -> dict:
+    """Where the JAX backend's ``act`` spends its time (µs): the jitted tick alone, with a host
+    observation, with the action copied back, and the whole ``act``."""
+    import jax.numpy as jnp
+
+    from pipelag.runtime.policy import PipelinedPolicy
+
+    pol = PipelinedPolicy(prob.net, prob.params, backend="jax")
+    obs = prob.obs[0]
+    pol.act(obs)
+    fp, dev_obs = pol._fparams, jnp.asarray(obs)
+    holder = {"f": pol._flat}
+
+    def tick_dev():
+        _, holder["f"] = pol._tick(fp, holder["f"], dev_obs, None)
+        holder["f"].block_until_ready()
+
+    def tick_host():
+        _, holder["f"] = pol._tick(fp, holder["f"], obs, None)
+        holder["f"].block_until_ready()
+
+    def tick_host_action():
+        a, holder["f"] = pol._tick(fp, holder["f"], obs, None)
+        np.asarray(a)
+
+    out = {}
+    for name, fn in (("tick, device obs", tick_dev), ("tick, host obs", tick_host),
+                     ("tick, host obs, action to host", tick_host_action), ("act", lambda: pol.act(obs))):
+        out[name] = statistics.median(time_host(fn, repeats, 0.02)) * 1e6
+    return out
 
 
 # ---------------------------------------------------------------------------------------- timing

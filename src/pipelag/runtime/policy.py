@@ -23,6 +23,7 @@ Heads (``head`` of the checkpoint): ``raw`` returns the head's output; ``discret
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import Any
 
@@ -35,7 +36,7 @@ from pipelag.errors import PipelagError
 from pipelag.runtime.checkpoint import load_policy, validate_head
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-BACKENDS = ("auto", "jax")
+BACKENDS = ("auto", "jax", "torch")
 
 
 def head_to_action(head: dict, mode: str):
@@ -66,34 +67,91 @@ def head_to_action(head: dict, mode: str):
     return gaussian
 
 
+def head_to_action_np(head: dict, mode: str):
+    """numpy twin of :func:`head_to_action` (the torch backend returns the head's output to the host)."""
+    kind = head["type"]
+    if kind == "raw":
+        return lambda out, noise: out
+    if kind == "discrete":
+        return lambda out, noise: np.argmax(out if noise is None else out + noise, axis=-1)
+    low, high = np.asarray(head["low"], np.float32), np.asarray(head["high"], np.float32)
+    scale, center = (high - low) / 2, (high + low) / 2
+
+    def gaussian(out, noise):
+        d = out.shape[-1] // 2
+        mean = out[..., :d]
+        if noise is not None:
+            log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (np.tanh(out[..., d:]) + 1)
+            mean = mean + np.exp(log_std) * noise
+        return (np.tanh(mean) * scale + center).astype(np.float32)
+
+    return gaussian
+
+
+def torch_unsupported_reason(net) -> str | None:
+    """None if the torch backend can run ``net`` (a chain of dense layers, one per tick); else why not."""
+    nodes = net.graph.nodes
+    if net.instantaneous:
+        return "an instantaneous network (no pipelined tick)"
+    if net.action_spec.history:
+        return "action history inputs"
+    if getattr(net, "obs_history", 1) != 1:
+        return "a frame stack (obs_history > 1)"
+    if len(net.obs_shape) != 1:
+        return "image observations"
+    stages = [net.graph.stages[n.name] for n in nodes]
+    if len(set(stages)) != len(stages):
+        return "several layers in one tick (delta < 1)"
+    if net.graph.head != nodes[-1].name:
+        return "a head that is not the last layer"
+    prev = "obs"
+    for n in nodes:
+        if n.op != "dense" or tuple(n.inputs) != (prev,) or n.residual or n.pool_to is not None:
+            return f"layer {n.name}, which is not a plain dense layer reading {prev} (skips, residuals, LSTM, convs)"
+        if n.activation not in ("relu", None):
+            return f"activation {n.activation!r} of {n.name}"
+        prev = n.name
+    return None
+
+
 class PipelinedPolicy:
-    """A stateful pipelined policy: ``act(obs) -> action``, ``reset()``, ``stats()``."""
+    """A stateful pipelined policy: ``act(obs) -> action``, ``reset()``, ``stats()``.
+
+    ``backend``: ``"jax"`` (every network: the core's fused tick under ``jax.jit``), ``"torch"`` (chains
+    of dense layers: the tick as a CUDA graph, with Triton where it applies; eager torch on a CPU), or
+    ``"auto"``: torch where JAX sees a GPU, torch with CUDA is installed and the network is a plain
+    chain (the fastest closed loop measured, docs/inference.md), else JAX. torch is imported only then.
+    """
 
     def __init__(self, net, params, *, head: dict | None = None, mode: str = "greedy", seed: int = 0,
                  backend: str = "auto"):
         if mode not in ("greedy", "sample"):
             raise PipelagError(f"mode must be 'greedy' or 'sample', got {mode!r}")
         if backend not in BACKENDS:
-            raise PipelagError(f"backend must be one of {BACKENDS}, got {backend!r} (the torch tick lives in "
-                               "the benchmark only: pipelag.runtime.torch_tick)")
+            raise PipelagError(f"backend must be one of {BACKENDS}, got {backend!r}")
         num_outputs = net.graph.node(net.graph.head).features
         self.head = validate_head(head, num_outputs)
         if self.head["type"] == "raw" and mode == "sample":
             raise PipelagError("a raw head has no distribution to sample: use mode='greedy' or a "
                                "'discrete'/'gaussian' head")
-        self.net, self.mode, self.backend = net, mode, "jax"
+        self.net, self.mode = net, mode
         self.fused = not net.instantaneous
         self._params = jax.device_put(params)
-        self._fparams = jax.device_put(net.fuse_params(params)) if self.fused else None
         self._template = net.zero_state()
         flat, self._unravel = ravel_pytree(self._template)
         self._size = flat.size
         self._rng = np.random.default_rng(seed)
-        width = self.net.graph.node(net.graph.head).features
-        self._noise_shape = (width // 2,) if self.head["type"] == "gaussian" else (width,)
-        self._tick = self._make_tick()
+        self._noise_shape = (num_outputs // 2,) if self.head["type"] == "gaussian" else (num_outputs,)
         self._init = jax.jit(lambda p, o: ravel_pytree(net.initial_state(p, o))[0])
+        self._torch = self._torch_tick(backend, params)
+        self.backend = "jax" if self._torch is None else "torch"
+        if self._torch is None:
+            self._fparams = jax.device_put(net.fuse_params(params)) if self.fused else None
+            self._tick = self._make_tick()
+        else:
+            self._to_action_np = head_to_action_np(self.head, mode)
         self._flat: jax.Array | None = None
+        self._started = False
         self._acts = 0
         self._seconds = 0.0
 
@@ -107,6 +165,7 @@ class PipelinedPolicy:
     # ------------------------------------------------------------------ the loop
     def reset(self) -> None:
         """Forget the activations: the next ``act`` starts an episode (zeros, or the network's init)."""
+        self._started = False
         self._flat = None
 
     def act(self, obs) -> Any:
@@ -115,11 +174,19 @@ class PipelinedPolicy:
         obs = np.asarray(obs, np.float32)
         if obs.shape != self.net.obs_shape:
             raise PipelagError(f"act takes one observation of shape {self.net.obs_shape}, got {obs.shape}")
-        if self._flat is None:
-            self._flat = self._init(self._params, obs)
-        p = self._fparams if self.fused else self._params
-        action, self._flat = self._tick(p, self._flat, obs, self._noise())
-        action = np.asarray(action)
+        if not self._started:
+            flat = self._init(self._params, obs)
+            if self._torch is None:
+                self._flat = flat
+            else:
+                self._torch.load(self._unravel(flat)["act"])
+            self._started = True
+        if self._torch is None:
+            p = self._fparams if self.fused else self._params
+            action, self._flat = self._tick(p, self._flat, obs, self._noise())
+            action = np.asarray(action)
+        else:
+            action = self._to_action_np(self._torch.step(obs), self._noise())
         self._acts += 1
         self._seconds += time.perf_counter() - t0
         return int(action) if self.head["type"] == "discrete" else action
@@ -128,7 +195,14 @@ class PipelinedPolicy:
         """Acts so far and actions per second of wall-clock time spent inside ``act``."""
         return {"acts": self._acts, "seconds": self._seconds,
                 "actions_per_second": self._acts / self._seconds if self._seconds else 0.0,
-                "backend": self.backend, "fused_groups": self._groups()}
+                "backend": self.describe_backend(), "fused_groups": self._groups()}
+
+    def describe_backend(self) -> str:
+        if self._torch is None:
+            return f"jax ({jax.default_backend()}, {'fused tick' if self.fused else 'forward'})"
+        t = self._torch
+        how = "CUDA graph" if t.graphs else "eager"
+        return f"torch ({t.device}, {how}{', Triton' if t.uses_triton else ''})"
 
     def benchmark(self, num_acts: int = 1000, obs=None, warmup: int = 20) -> float:
         """Actions per second of ``act`` on a fixed observation (the episode is reset before and after)."""
@@ -146,9 +220,13 @@ class PipelinedPolicy:
     # ------------------------------------------------------------------ state access (tests, tools)
     def state(self) -> dict:
         """The current state as the core's pytree (unbatched); zeros before the first ``act``."""
-        if self._flat is None:
+        if not self._started:
             return self._template
-        return self._unravel(self._flat)
+        if self._torch is None:
+            return self._unravel(self._flat)
+        state = dict(self._template)
+        state["act"] = {n: jnp.asarray(v) for n, v in self._torch.read().items()}
+        return state
 
     def set_state(self, state: dict) -> None:
         """Replace the state (unbatched, or with one leading batch axis of size 1)."""
@@ -157,9 +235,34 @@ class PipelinedPolicy:
         flat = ravel_pytree(state)[0]
         if flat.size != self._size:
             raise PipelagError(f"set_state needs {self._size} state values, got {flat.size}")
-        self._flat = jnp.asarray(flat, jnp.float32)
+        flat = jnp.asarray(flat, jnp.float32)
+        if self._torch is None:
+            self._flat = flat
+        else:
+            self._torch.load(self._unravel(flat)["act"])
+        self._started = True
 
     # ------------------------------------------------------------------ internals
+    def _torch_tick(self, backend: str, params):
+        if backend == "jax":
+            return None
+        have_torch = importlib.util.find_spec("torch") is not None
+        why = torch_unsupported_reason(self.net)
+        if backend == "auto":
+            if why is not None or not have_torch or jax.default_backend() != "gpu":
+                return None
+            import torch
+
+            if not torch.cuda.is_available():
+                return None
+        elif not have_torch:
+            raise PipelagError("backend='torch' needs torch: pip install 'pipelag[bench]' (or use backend='jax')")
+        elif why is not None:
+            raise PipelagError(f"backend='torch' runs chains of dense layers, not {why}; use backend='jax'")
+        from pipelag.runtime.torch_backend import TorchChainTick
+
+        return TorchChainTick(self.net, params)
+
     def _noise(self):
         if self.mode == "greedy":
             return None
@@ -187,5 +290,6 @@ class PipelinedPolicy:
                 _, new = net.step(p, state, obs, a_in)
             return action, ravel_pytree(new)[0]
 
+        self._tick_fn = tick  # unjitted, for benchmarks that scan it
         donate = (1,) if jax.default_backend() != "cpu" else ()
         return jax.jit(tick, donate_argnums=donate)

@@ -31,7 +31,9 @@ METHODS: dict[str, tuple[str, str]] = {
     "numpy-threads2": ("fused", "fused tick: numpy, layers split over 2 threads"),
     "jax-ref": ("reference", "reference tick: core `step` (layer by layer), JAX jit (lax.scan)"),
     "jax-fused-call": ("loop", "core `fused_step`, JAX jit, one call per tick (host waits)"),
+    "runtime-scan": ("fused", "fused tick: `PipelinedPolicy`'s compiled tick, flat state (device time, lax.scan)"),
     "runtime-act": ("loop", "`PipelinedPolicy.act`: obs in, action out (closed loop)"),
+    "runtime-act-torch": ("loop", "`PipelinedPolicy.act`, torch backend (CUDA graph, Triton), closed loop"),
     "torch-bmm-loop": ("loop", "torch bmm 1-tick graph, closed loop (obs H2D, action D2H)"),
 }
 PLOT_STYLE = {"sequential": "--", "paper": ":", "fused": "-", "reference": "-.", "loop": (0, (1, 1)),

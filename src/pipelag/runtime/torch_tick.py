@@ -328,7 +328,8 @@ def sparse_variants(prob: Problem, device: str, graph_ticks: int = 8, graphs: bo
 
 
 # ----------------------------------------------------------------------------------- Triton
-TRITON_CONFIGS = ((32, 128, 4), (64, 64, 4), (16, 256, 4), (32, 64, 2))  # (BLOCK_N, BLOCK_K, num_warps)
+#: (BLOCK_N, BLOCK_K, num_warps); the sweep keeps the fastest for each problem
+TRITON_CONFIGS = ((32, 128, 4), (64, 64, 4), (16, 256, 4), (32, 64, 2), (16, 128, 2), (8, 256, 2))
 
 
 def triton_variants(prob: Problem, device: str, graph_ticks: int = 8, config: tuple | None = None) -> list[Variant]:
