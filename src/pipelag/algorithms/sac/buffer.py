@@ -1,0 +1,84 @@
+"""A pure-JAX circular replay buffer of transitions, sampled as *windows* (sub-trajectories).
+
+One buffer per seed (``vmap`` it for several); the same code runs inside ``lax.scan`` (jitted driver)
+and on the host loop (the buffer lives in device memory there too; donate it to the jitted step so the
+update is in place).
+
+Every slot holds one transition of one env, in time order::
+
+    obs o_t, action a_t, reward r_t, terminated_t, next_obs (o_{t+1}, or the episode's final
+    observation if it ended at t), start_t (o_t is the first observation of an episode),
+    history_t (the actor's exact history before tick t: recent actions / stacked observations)
+
+Windows: :func:`sample_windows` draws the *last* index j of each window uniformly over the stored
+transitions that have ``window − 1`` predecessors in the buffer (so a window never wraps over the
+write pointer, where the oldest and the newest data meet), and returns the window's slots and
+``first``: the position inside the window of the latest episode start after its first slot (0 if
+none). Positions before ``first`` belong to an earlier episode (or to a truncated one: truncations are
+episode starts like terminations); they are masked, i.e. the actor's state is reset at ``first``
+(``PipelinedNetwork.unroll``'s ``resets``), so nothing crosses an episode boundary: the valid part
+``first..W−1`` of every window lies inside one episode, and when it starts at an episode start it is
+exactly the computation the rollout did.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Transition(NamedTuple):
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    next_obs: jax.Array
+    start: jax.Array
+    history: Any  # dict of arrays (may be empty)
+
+
+class Buffer(NamedTuple):
+    data: Transition  # every leaf [capacity, ...]
+    ptr: jax.Array  # next slot to write
+    size: jax.Array  # slots written (≤ capacity)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.data.reward.shape[-1])
+
+
+def buffer_init(capacity: int, example: Transition) -> Buffer:
+    """An empty buffer for transitions shaped like ``example`` (one unbatched transition)."""
+    data = jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype), example)
+    return Buffer(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def buffer_add(buffer: Buffer, transition: Transition) -> Buffer:
+    """Write one transition at the pointer (overwriting the oldest once full)."""
+    cap = buffer.data.reward.shape[0]
+    data = jax.tree.map(lambda d, x: d.at[buffer.ptr].set(jnp.asarray(x, d.dtype)), buffer.data, transition)
+    return Buffer(data, (buffer.ptr + 1) % cap, jnp.minimum(buffer.size + 1, cap))
+
+
+def sample_windows(buffer: Buffer, key: jax.Array, batch_size: int, window: int) -> tuple[jax.Array, jax.Array]:
+    """``(idx [B, W], first [B])``: slots of ``batch_size`` windows of ``window`` consecutive transitions
+    (oldest first) and the position of the latest episode start in ``1..W−1`` (0 if none).
+
+    Needs ``size ≥ window`` (the drivers start learning after ``learning_starts ≥ window`` steps)."""
+    cap = buffer.data.reward.shape[0]
+    oldest = jnp.where(buffer.size >= cap, buffer.ptr, 0)
+    # offset of the window's last step from the oldest stored step: window-1 .. size-1
+    offset = jax.random.randint(key, (batch_size,), window - 1, jnp.maximum(buffer.size, window))
+    last = (oldest + offset) % cap
+    idx = (last[:, None] - (window - 1) + jnp.arange(window)[None, :]) % cap
+    starts = buffer.data.start[idx]
+    pos = jnp.arange(window)[None, :]
+    first = jnp.max(jnp.where(starts & (pos > 0), pos, 0), axis=1)
+    return idx, first
+
+
+def gather(buffer: Buffer, idx: jax.Array) -> Transition:
+    """The transitions at ``idx`` (any shape): every leaf ``[*idx.shape, ...]``."""
+    return jax.tree.map(lambda d: d[idx], buffer.data)

@@ -1,0 +1,801 @@
+"""SAC drivers: a pure, jittable ``train(rng)`` for JAX envs, and a host loop for gymnasium envs.
+
+Both drive the same per-seed functions of :class:`SACAgent` (one env per seed, as the paper):
+
+    runner = agent.act(runner, mode)          # a_t from the actor's output, then the actor's tick on (o_t, a_t)
+    (env step: a_t → r_t, o_{t+1})
+    runner = agent.observe(runner, ...)       # store the transition; fresh actor state at an episode end
+    runner, m = agent.learn(runner, n_actor)  # windows from the buffer → critic update (+ n_actor actor updates)
+
+Schedule (cleanRL / Table 6): agent steps 0 … learning_starts−1 act uniformly at random (the actor
+still ticks on the executed actions, so its activations and history stay those of the episode); from
+then on every step is followed by one critic update and every ``policy_frequency``-th step by
+``policy_frequency`` actor (and α) updates on the same windows. The steps after ``learning_starts``
+are rounded down to a multiple of ``policy_frequency``.
+
+* :func:`make_train` ``(config) -> train(rng)``: everything in ``lax.scan``, jit- and vmap-able over
+  seeds (``jax.jit(jax.vmap(train))(keys)``).
+* :func:`run`: the command-line entry: a run directory (config, checkpoints/resume, metrics, atomic
+  results) around the same chunks (JAX envs) or around the host loop (gymnasium envs, e.g. MuJoCo):
+  one jitted call per env step, the replay buffer in device memory (donated, updated in place), the
+  env on the CPU; several seeds step in lockstep (one host env per seed, vmapped learner).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pipelag.algorithms.sac.buffer import Buffer, Transition, buffer_add, buffer_init, gather, sample_windows
+from pipelag.algorithms.sac.config import SACConfig
+from pipelag.algorithms.sac.losses import Learner, SACState
+from pipelag.algorithms.sac.networks import (
+    TwinCritic,
+    actor_window,
+    build_actor,
+    critic_input,
+    history_of,
+    mean_action,
+    sample_action,
+)
+from pipelag.algorithms.sac.toy import TOY_ENVS
+from pipelag.errors import PipelagError
+
+MODES = ("random", "sample", "mean")
+
+
+# ============================================================================================ environments
+@dataclass(frozen=True)
+class EnvSpec:
+    obs_shape: tuple[int, ...]
+    act_dim: int
+    low: np.ndarray
+    high: np.ndarray
+    #: agent steps per evaluation episode at most
+    eval_max_steps: int
+
+
+def is_jax_env_id(env_id: str) -> bool:
+    from pipelag.envs import list_envs
+
+    return env_id in TOY_ENVS or env_id in list_envs()
+
+
+def resolve_backend(config: SACConfig) -> str:
+    jax_env = is_jax_env_id(config.env_id)
+    if config.backend == "auto":
+        return "jax" if jax_env else "host"
+    if config.backend == "jax" and not jax_env:
+        from pipelag.envs import list_envs
+
+        raise PipelagError(f"backend 'jax' needs a JAX env; {config.env_id!r} is not one (JAX envs: "
+                           f"{', '.join([*TOY_ENVS, *list_envs()])}); use backend 'host' for gymnasium envs")
+    if config.backend == "host" and config.env_id in TOY_ENVS:
+        raise PipelagError(f"{config.env_id} is a JAX-only env; use backend 'jax' (or 'auto')")
+    return config.backend
+
+
+def _continuous_check(env_id: str, num_actions, action_shape) -> int:
+    if num_actions is not None:
+        raise PipelagError(f"SAC needs continuous actions, but {env_id} has {num_actions} discrete actions; "
+                           "train it with PPO (pipelag train --algo ppo)")
+    if len(tuple(action_shape)) != 1:
+        raise PipelagError(f"SAC needs a flat action vector, {env_id} has action shape {tuple(action_shape)}")
+    return int(action_shape[0])
+
+
+def make_jax_env(config: SACConfig):
+    """The wrapped JAX env (RealTime for δ > 1, EpisodeStats outermost) and its :class:`EnvSpec`."""
+    from pipelag.envs import make
+    from pipelag.envs.wrappers import wrap_env
+
+    if config.env_id in TOY_ENVS:
+        try:
+            base = TOY_ENVS[config.env_id](**config.env_options)
+        except TypeError as e:
+            raise PipelagError(f"bad env_options for {config.env_id}: {e}") from e
+    else:
+        base = make(config.env_id, **config.env_options)
+    act_dim = _continuous_check(config.env_id, base.num_actions, base.action_shape)
+    env = wrap_env(base, delta=config.delta, default_policy=config.default_policy, episode_stats=True)
+    low = np.broadcast_to(np.asarray(getattr(base, "action_low", -1.0), np.float32), (act_dim,)).copy()
+    high = np.broadcast_to(np.asarray(getattr(base, "action_high", 1.0), np.float32), (act_dim,)).copy()
+    limit = config.eval_max_steps or env.max_episode_steps or 1000
+    return env, EnvSpec(tuple(env.obs_shape), act_dim, low, high, int(limit))
+
+
+def make_host_vec_env(config: SACConfig, num_envs: int, seed: int):
+    """The host (gymnasium) vector env of ``config``: MuJoCo tasks through :mod:`pipelag.envs.mujoco`,
+    any other gymnasium id through :func:`pipelag.envs.host.make_host_env`."""
+    import gymnasium as gym
+
+    from pipelag.envs.host import make_host_env
+    from pipelag.envs.mujoco import is_mujoco_id, make_mujoco_env
+
+    delta = config.delta if config.delta > 1 else 1
+    opts = dict(config.env_options)
+    try:
+        if is_mujoco_id(config.env_id):
+            env = make_mujoco_env(config.env_id, num_envs, seed, delta=delta, default_policy=config.default_policy,
+                                  **opts)
+        else:
+            env = make_host_env(config.env_id, num_envs, seed, delta=delta, default_policy=config.default_policy,
+                                **opts)
+    except PipelagError as e:
+        if is_mujoco_id(config.env_id) or "unknown gymnasium id" not in str(e):
+            raise
+        raise PipelagError(f"unknown env {config.env_id!r}: not a JAX env ({', '.join(TOY_ENVS)} or "
+                           f"pipelag.envs.list_envs()), not a MuJoCo task and not a registered gymnasium id") from e
+    except (TypeError, gym.error.Error) as e:
+        raise PipelagError(f"cannot create {config.env_id} with env_options {opts}: {e}") from e
+    space = env.single_action_space
+    if not isinstance(space, gym.spaces.Box):
+        env.close()
+        _continuous_check(config.env_id, getattr(space, "n", "several"), ())
+    return env
+
+
+def host_env_spec(config: SACConfig, env) -> EnvSpec:
+    space = env.single_action_space
+    act_dim = _continuous_check(config.env_id, None, space.shape)
+    low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise PipelagError(f"{config.env_id} has an unbounded action space; SAC's tanh policy needs finite bounds")
+    limit = config.eval_max_steps
+    if not limit:
+        try:
+            limit = env.envs.envs[0].spec.max_episode_steps or 1000
+        except AttributeError:
+            limit = 1000
+    return EnvSpec(tuple(env.obs_shape), act_dim, low, high, int(limit))
+
+
+# ============================================================================================ the agent
+class Runner(NamedTuple):
+    """Everything one seed's training carries from step to step."""
+
+    sac: SACState
+    buffer: Buffer
+    actor_state: Any  # the actor's state at the start of the current tick (after ``act``: after it)
+    obs: jax.Array  # o_t
+    start: jax.Array  # o_t is the first observation of an episode
+    action: jax.Array  # a_t (set by ``act``)
+    history: Any  # the actor's history before tick t (set by ``act``)
+    key: jax.Array
+    step: jax.Array  # transitions recorded
+    env_state: Any  # JAX driver only (None on the host)
+
+
+class SACAgent:
+    """The SAC of DESIGN §3 for one env spec: networks, learner and the per-seed step functions."""
+
+    def __init__(self, config: SACConfig, spec: EnvSpec):
+        self.config = config.validate()
+        self.spec = spec
+        self.net = build_actor(config, spec.obs_shape, spec.act_dim)
+        self.window = actor_window(self.net, config.window)
+        if config.learning_starts < self.window:
+            raise PipelagError(f"learning_starts ({config.learning_starts}) must be ≥ the actor's window "
+                               f"({self.window} steps): windows are sampled from the buffer")
+        self.critic = TwinCritic(config.critic_hidden, config.critic_layers)
+        low, high = jnp.asarray(spec.low), jnp.asarray(spec.high)
+        self.low, self.high = low, high
+        self.scale, self.bias = (high - low) / 2.0, (high + low) / 2.0
+        self.learner = Learner(self.net, self.critic, scale=self.scale, bias=self.bias, gamma=config.gamma,
+                               tau=config.tau, policy_lr=config.policy_lr, q_lr=config.q_lr,
+                               adam_eps=config.adam_eps, autotune=config.autotune, alpha=config.alpha,
+                               target_entropy=-config.target_entropy_scale * spec.act_dim,
+                               target_network_frequency=config.target_network_frequency)
+        pf = config.policy_frequency
+        self.train_iterations = (config.total_timesteps - config.learning_starts) // pf
+        #: agent steps of the run (learning_starts + a multiple of policy_frequency)
+        self.total_steps = config.learning_starts + pf * self.train_iterations
+
+    # ------------------------------------------------------------------ per seed, unbatched
+    def init_runner(self, key: jax.Array, obs: jax.Array, env_state: Any = None) -> Runner:
+        k_sac, k_run = jax.random.split(key)
+        obs = jnp.asarray(obs, jnp.float32)
+        hist = history_of(self.net.zero_state(()))  # shapes only (the values come from initial_state)
+        critic_dim = critic_input(obs[None], jax.tree.map(lambda h: h[None], hist)).shape[-1]
+        sac = self.learner.init(k_sac, critic_dim, self.spec.act_dim)
+        state0 = self.net.initial_state(sac.actor_params, obs)
+        hist = history_of(state0)
+        action = jnp.zeros((self.spec.act_dim,), jnp.float32)
+        example = Transition(obs, action, jnp.zeros((), jnp.float32), jnp.zeros((), bool), obs,
+                             jnp.zeros((), bool), hist)
+        buffer = buffer_init(self.config.capacity, example)
+        return Runner(sac, buffer, state0, obs, jnp.ones((), bool), action, hist, k_run,
+                      jnp.zeros((), jnp.int32), env_state)
+
+    def restart_episode(self, runner: Runner, obs: jax.Array) -> Runner:
+        """Begin a new episode at ``obs`` (host resume: the gymnasium env state is not checkpointed)."""
+        obs = jnp.asarray(obs, jnp.float32)
+        return runner._replace(obs=obs, start=jnp.ones((), bool),
+                               actor_state=self.net.initial_state(runner.sac.actor_params, obs))
+
+    def policy(self, params, actor_state, obs, key, mode: str):
+        """``(a_t, state after the tick, history before it)`` for one env."""
+        if mode not in MODES:
+            raise PipelagError(f"unknown action mode {mode!r}; use one of {MODES}")
+        if mode == "random":
+            action = jax.random.uniform(key, (self.spec.act_dim,), minval=self.low, maxval=self.high)
+        else:
+            out = self.net.output(params, actor_state, obs)
+            if mode == "sample":
+                action, _ = sample_action(out, key, self.scale, self.bias)
+            else:
+                action = mean_action(out, self.scale, self.bias)
+        hist = history_of(actor_state)
+        _, after = self.net.step(params, actor_state, obs, action if self.net.action_spec.history else None)
+        return action, after, hist
+
+    def act(self, runner: Runner, mode: str) -> Runner:
+        key, k = jax.random.split(runner.key)
+        action, after, hist = self.policy(runner.sac.actor_params, runner.actor_state, runner.obs, k, mode)
+        return runner._replace(actor_state=after, action=action, history=hist, key=key)
+
+    def observe(self, runner: Runner, reward, terminated, truncated, final_obs, next_obs) -> Runner:
+        terminated = jnp.asarray(terminated, bool)
+        done = jnp.logical_or(terminated, jnp.asarray(truncated, bool))
+        tr = Transition(runner.obs, runner.action, jnp.asarray(reward, jnp.float32), terminated,
+                        jnp.asarray(final_obs, jnp.float32), runner.start, runner.history)
+        buffer = buffer_add(runner.buffer, tr)
+        next_obs = jnp.asarray(next_obs, jnp.float32)
+        fresh = self.net.initial_state(runner.sac.actor_params, next_obs)
+        actor_state = jax.tree.map(lambda f, s: jnp.where(done, f, s), fresh, runner.actor_state)
+        return runner._replace(buffer=buffer, actor_state=actor_state, obs=next_obs, start=done,
+                               step=runner.step + 1)
+
+    def learn(self, runner: Runner, actor_updates: int):
+        key, k_s, k_u = jax.random.split(runner.key, 3)
+        idx, first = sample_windows(runner.buffer, k_s, self.config.batch_size, self.window)
+        window = gather(runner.buffer, idx)
+        sac, metrics = self.learner.update(runner.sac, window, first, k_u, actor_updates)
+        return runner._replace(sac=sac, key=key), metrics
+
+    def schedule(self, t: int) -> tuple[bool, int, str]:
+        """For the transition of agent step ``t``: (critic update?, actor updates, mode of step t+1)."""
+        c = self.config
+        learn = t >= c.learning_starts and t < self.total_steps
+        actor = c.policy_frequency if learn and (t - c.learning_starts) % c.policy_frequency == \
+            c.policy_frequency - 1 else 0
+        return learn, actor, ("random" if t + 1 < c.learning_starts else "sample")
+
+
+METRIC_KEYS = ("q_loss", "q_mean", "target_mean", "actor_loss", "entropy", "alpha")
+
+
+# ============================================================================================ JAX driver
+class JaxDriver:
+    """The jitted driver's pieces (per seed, pure): ``init``, ``warmup``, ``iterate``, ``evaluate``."""
+
+    def __init__(self, config: SACConfig, env=None):
+        if env is None:
+            if resolve_backend(config.validate()) != "jax":
+                raise PipelagError(f"{config.env_id!r} is not a JAX env; the jitted driver needs one of "
+                                   f"{', '.join(TOY_ENVS)} or pipelag.envs.list_envs() (use run() / the host loop "
+                                   "for gymnasium envs)")
+            env, spec = make_jax_env(config)
+        else:
+            act_dim = _continuous_check(env.env_id, env.num_actions, env.action_shape)
+            low = np.broadcast_to(np.asarray(getattr(env, "action_low", -1.0), np.float32), (act_dim,)).copy()
+            high = np.broadcast_to(np.asarray(getattr(env, "action_high", 1.0), np.float32), (act_dim,)).copy()
+            spec = EnvSpec(tuple(env.obs_shape), act_dim, low, high,
+                           int(config.eval_max_steps or env.max_episode_steps or 1000))
+        self.env, self.spec = env, spec
+        self.agent = SACAgent(config, spec)
+        self.config = self.agent.config
+
+    def init(self, key: jax.Array) -> Runner:
+        k_env, k_agent = jax.random.split(key)
+        env_state, obs = self.env.reset(k_env)
+        return self.agent.init_runner(k_agent, obs, env_state)
+
+    def _env_step(self, runner: Runner, mode: str):
+        from pipelag.envs.wrappers import episode_stats
+
+        runner = self.agent.act(runner, mode)
+        key, k_env = jax.random.split(runner.key)
+        env_state, st = self.env.step(k_env, runner.env_state, runner.action)
+        runner = runner._replace(env_state=env_state, key=key)
+        runner = self.agent.observe(runner, st.reward, st.terminated, st.truncated, st.final_obs, st.obs)
+        ret, _, _, ended = episode_stats(env_state)
+        return runner, (jnp.where(ended, ret, 0.0), ended.astype(jnp.float32))
+
+    def warmup(self, runner: Runner, steps: int):
+        """``steps`` random-action steps, no learning. Returns (runner, summary)."""
+        def body(r, _):
+            return self._env_step(r, "random")
+
+        runner, (ret, ended) = jax.lax.scan(body, runner, None, length=steps)
+        return runner, _summary(ret, ended, None)
+
+    def iterate(self, runner: Runner, iterations: int):
+        """``iterations`` × (policy_frequency steps with a critic update each, then policy_frequency actor
+        updates). Returns (runner, summary of episodes ended and mean losses)."""
+        pf = self.config.policy_frequency
+
+        def body(r, _):
+            rets, ends = [], []
+            for i in range(pf):
+                r, (ret, ended) = self._env_step(r, "sample")
+                r, m = self.agent.learn(r, pf if i == pf - 1 else 0)
+                rets.append(ret)
+                ends.append(ended)
+            return r, (jnp.sum(jnp.stack(rets)), jnp.sum(jnp.stack(ends)), m)
+
+        runner, (ret, ended, metrics) = jax.lax.scan(body, runner, None, length=iterations)
+        return runner, _summary(ret, ended, metrics)
+
+    def evaluate(self, actor_params, key: jax.Array, episodes: int, mode: str = "mean"):
+        """Returns ``[episodes]`` undiscounted raw-env returns (episodes cut at ``eval_max_steps``)."""
+        net, agent = self.agent.net, self.agent
+
+        def one(k):
+            k_reset, k_run = jax.random.split(k)
+            env_state, obs = self.env.reset(k_reset)
+            s = net.initial_state(actor_params, obs)
+
+            def body(c, kk):
+                env_state, s, obs, ret, done = c
+                k_a, k_e = jax.random.split(kk)
+                action, s2, _ = agent.policy(actor_params, s, obs, k_a, mode)
+                env_state, st = self.env.step(k_e, env_state, action)
+                ret = ret + jnp.where(done, 0.0, st.reward)
+                return (env_state, s2, st.obs, ret, jnp.logical_or(done, st.done)), None
+
+            init = (env_state, s, obs, jnp.zeros(()), jnp.zeros((), bool))
+            (_, _, _, ret, _), _ = jax.lax.scan(body, init, jax.random.split(k_run, self.spec.eval_max_steps))
+            return ret
+
+        return jax.vmap(one)(jax.random.split(key, episodes))
+
+    # ------------------------------------------------------------------ compiled, vmapped over seeds (cached)
+    def compiled_init(self):
+        return self._cached(("init",), lambda: jax.jit(jax.vmap(self.init)))
+
+    def compiled(self, kind: str, n: int):
+        f = partial(self.warmup, steps=n) if kind == "warmup" else partial(self.iterate, iterations=n)
+        return self._cached((kind, n), lambda: jax.jit(jax.vmap(f), donate_argnums=0))
+
+    def compiled_eval(self, mode: str):
+        f = partial(self.evaluate, episodes=self.config.eval_episodes, mode=mode)
+        return self._cached(("eval", mode), lambda: jax.jit(jax.vmap(f)))
+
+    def _cached(self, key, make):
+        cache = self.__dict__.setdefault("_jit_cache", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    @property
+    def iterations_per_chunk(self) -> int:
+        return max(1, self.config.chunk_size // self.config.policy_frequency)
+
+    def chunks(self) -> list[tuple[str, int]]:
+        """The run as a list of (kind, count) chunks: ("warmup", steps) then ("train", iterations)."""
+        c = self.config
+        out: list[tuple[str, int]] = []
+        left = c.learning_starts
+        while left > 0:
+            out.append(("warmup", min(c.chunk_size, left)))
+            left -= out[-1][1]
+        left = self.agent.train_iterations
+        while left > 0:
+            out.append(("train", min(self.iterations_per_chunk, left)))
+            left -= out[-1][1]
+        return out
+
+
+def _summary(ret, ended, metrics):
+    n = jnp.sum(ended)
+    out = {"episodes": n, "episode_return": jnp.where(n > 0, jnp.sum(ret) / jnp.maximum(n, 1), jnp.nan)}
+    if metrics is not None:
+        out.update({k: jnp.mean(v) for k, v in metrics.items()})
+    return out
+
+
+def make_train(config: SACConfig, env=None):
+    """``train(rng) -> dict``: a whole SAC run for one seed, pure and jittable (vmap it over seeds).
+
+    ``env``: a continuous :class:`~pipelag.envs.base.JaxEnv` already wrapped (``wrap_env(..., episode_stats=
+    True)``); by default the env of ``config.env_id`` (must be a JAX env). Returns ``{"state": SACState,
+    "metrics": per-chunk summaries, "eval_mean": [eval_episodes] returns with the mean action,
+    "eval_sample": ... with sampled actions}``."""
+    driver = JaxDriver(config, env)
+
+    def train(rng):
+        k_init, k_eval_m, k_eval_s = jax.random.split(rng, 3)
+        runner = driver.init(k_init)
+        pick = lambda s: {k: jnp.asarray(s.get(k, jnp.nan), jnp.float32)
+                          for k in ("episodes", "episode_return", *METRIC_KEYS)}
+        summaries = []
+        if config.learning_starts:
+            runner, s = driver.warmup(runner, config.learning_starts)
+            summaries.append(jax.tree.map(lambda x: x[None], pick(s)))
+        per, iters = driver.iterations_per_chunk, driver.agent.train_iterations
+        if iters // per:  # identical chunks in one scan (one compiled body)
+            runner, s = jax.lax.scan(lambda r, _: (lambda o: (o[0], pick(o[1])))(driver.iterate(r, per)),
+                                     runner, None, length=iters // per)
+            summaries.append(s)
+        if iters % per:
+            runner, s = driver.iterate(runner, iters % per)
+            summaries.append(jax.tree.map(lambda x: x[None], pick(s)))
+        metrics = {k: jnp.concatenate([s[k] for s in summaries]) for k in summaries[0]}
+        out = {"state": runner.sac, "metrics": metrics}
+        if config.eval_episodes:
+            out["eval_mean"] = driver.evaluate(runner.sac.actor_params, k_eval_m, config.eval_episodes, "mean")
+            out["eval_sample"] = driver.evaluate(runner.sac.actor_params, k_eval_s, config.eval_episodes, "sample")
+        return out
+
+    train.driver = driver  # type: ignore[attr-defined]
+    return train
+
+
+# ============================================================================================ host driver
+class HostDriver:
+    """SAC on gymnasium envs: one host env per seed (lockstep), one jitted call per env step."""
+
+    def __init__(self, config: SACConfig, num_seeds: int, seed: int):
+        self.config = config.validate()
+        self.num_seeds, self.seed = int(num_seeds), int(seed)
+        self.env = make_host_vec_env(config, self.num_seeds, self.seed)
+        self.spec = host_env_spec(config, self.env)
+        self.agent = SACAgent(config, self.spec)
+        agent = self.agent
+        self._init = jax.jit(jax.vmap(agent.init_runner))
+        self._restart = jax.jit(jax.vmap(agent.restart_episode), donate_argnums=0)
+        self._act = {m: jax.jit(jax.vmap(partial(agent.act, mode=m)), donate_argnums=0) for m in MODES}
+        self._steps: dict[tuple, Any] = {}
+
+    def _step_fn(self, learn: bool, actor_updates: int, next_mode: str):
+        """jit(vmap(observe → learn → act)) with the runner donated (in-place buffer write)."""
+        key = (learn, actor_updates, next_mode)
+        if key not in self._steps:
+            agent = self.agent
+
+            def one(runner, reward, terminated, truncated, final_obs, next_obs):
+                runner = agent.observe(runner, reward, terminated, truncated, final_obs, next_obs)
+                metrics = {}
+                if learn:
+                    runner, metrics = agent.learn(runner, actor_updates)
+                return agent.act(runner, next_mode), metrics
+
+            self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=0)
+        return self._steps[key]
+
+    def init(self, keys: jax.Array) -> Runner:
+        obs = self.env.reset()
+        runner = self._init(keys, jnp.asarray(obs))
+        return self._act["random" if self.config.learning_starts > 0 else "sample"](runner)
+
+    def resume(self, runner: Runner, env_seed: int) -> Runner:
+        """Continue a restored runner: a fresh env episode per seed (env states are not checkpointed)."""
+        self.env.close()
+        self.env = make_host_vec_env(self.config, self.num_seeds, env_seed)
+        obs = self.env.reset()
+        runner = self._restart(runner, jnp.asarray(obs))
+        t = int(np.asarray(runner.step)[0])
+        return self._act["random" if t < self.config.learning_starts else "sample"](runner)
+
+    def run_steps(self, runner: Runner, n: int, on_episode=None):
+        """``n`` env steps. ``on_episode(seed_index, raw_return)`` is called for every finished episode.
+        Returns (runner, {"updates": critic updates done, "metrics": last metrics (host floats)})."""
+        t = int(np.asarray(runner.step)[0])
+        updates, last = 0, {}
+        for _ in range(n):
+            actions = np.asarray(runner.action)
+            next_obs, reward, term, trunc, final_obs, stats = self.env.step(actions)
+            learn, n_actor, next_mode = self.agent.schedule(t)
+            runner, metrics = self._step_fn(learn, n_actor, next_mode)(
+                runner, jnp.asarray(reward), jnp.asarray(term), jnp.asarray(trunc), jnp.asarray(final_obs),
+                jnp.asarray(next_obs))
+            if learn:
+                updates += 1
+                if n_actor:
+                    last = metrics
+            if on_episode is not None and stats["episode_ended"].any():
+                for i in np.flatnonzero(stats["episode_ended"]):
+                    on_episode(int(i), float(stats["returned_episode_return"][i]))
+            t += 1
+        return runner, {"updates": updates, "metrics": last}
+
+    def evaluate(self, actor_params, episodes: int, mode: str, seed: int) -> np.ndarray:
+        """``[num_seeds, episodes]`` raw returns on a fresh env per seed (seed ``seed + i``)."""
+        env = make_host_vec_env(self.config, self.num_seeds, seed)
+        agent = self.agent
+        step = self._eval_step(mode)
+
+        obs = jnp.asarray(env.reset())
+        state = jax.vmap(agent.net.initial_state)(actor_params, obs)
+        done = jnp.ones((self.num_seeds,), bool)
+        key = jax.random.PRNGKey(seed)
+        returns: list[list[float]] = [[] for _ in range(self.num_seeds)]
+        partial_ret = np.zeros(self.num_seeds)
+        budget = episodes * self.spec.eval_max_steps + 1
+        for _ in range(budget):
+            key, k = jax.random.split(key)
+            actions, state = step(actor_params, state, done, obs, jax.random.split(k, self.num_seeds))
+            next_obs, reward, term, trunc, _, stats = env.step(np.asarray(actions))
+            partial_ret += reward
+            ended = np.logical_or(term, trunc)
+            for i in np.flatnonzero(stats["episode_ended"]):
+                if len(returns[i]) < episodes:
+                    returns[i].append(float(stats["returned_episode_return"][i]))
+                partial_ret[i] = 0.0
+            done, obs = jnp.asarray(ended), jnp.asarray(next_obs)
+            if all(len(r) >= episodes for r in returns):
+                break
+        env.close()
+        for i, r in enumerate(returns):  # an env without a time limit: count the unfinished episode
+            while len(r) < episodes:
+                r.append(float(partial_ret[i]))
+        return np.asarray(returns)
+
+    def _eval_step(self, mode: str):
+        cache = self.__dict__.setdefault("_eval_cache", {})
+        if mode not in cache:
+            agent = self.agent
+
+            def one(p, s, d, o, k):
+                s = jax.tree.map(lambda f, x: jnp.where(d, f, x), agent.net.initial_state(p, o), s)
+                a, s2, _ = agent.policy(p, s, o, k, mode)
+                return a, s2
+
+            cache[mode] = jax.jit(jax.vmap(one))
+        return cache[mode]
+
+    def close(self):
+        self.env.close()
+
+
+# ============================================================================================ run directory
+def _stderr(x) -> float:
+    x = np.asarray(x, np.float64)
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+def _results(config: SACConfig, seeds: list[int], eval_mean: np.ndarray, eval_sample: np.ndarray, extra: dict):
+    per_mean = [float(np.mean(r)) for r in eval_mean] if eval_mean.size else []
+    per_sample = [float(np.mean(r)) for r in eval_sample] if eval_sample.size else []
+    return {
+        "algo": "sac",
+        "env_id": config.env_id,
+        "arch": config.arch,
+        "delta": config.delta,
+        "instantaneous": config.instantaneous,
+        "seeds": seeds,
+        "eval_episodes": config.eval_episodes,
+        "eval_return_mean_action": {"per_seed": per_mean, "mean": float(np.mean(per_mean)) if per_mean else None,
+                                    "stderr": _stderr(per_mean)},
+        "eval_return_sampled": {"per_seed": per_sample, "mean": float(np.mean(per_sample)) if per_sample else None,
+                                "stderr": _stderr(per_sample)},
+        **extra,
+    }
+
+
+def make_driver(config: SACConfig, num_seeds: int = 1, seed: int = 0):
+    """The driver ``run`` uses for ``config``: :class:`JaxDriver` (JAX envs) or :class:`HostDriver`."""
+    return JaxDriver(config) if resolve_backend(config.validate()) == "jax" else HostDriver(config, num_seeds, seed)
+
+
+def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: bool = False,
+        progress: bool = True, *, driver=None, stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Train ``num_seeds`` seeds (``seed``, ``seed + 1``, …) of ``config`` into the run directory ``out``.
+
+    Writes config.json, metrics.jsonl, checkpoint.msgpack (every ``checkpoint_every`` steps and at the end),
+    curves.npz, results.json (atomic) and policy/seed_<s>/ (deployable actors). ``resume=True`` continues
+    from the checkpoint: exactly for JAX envs (env states are in the checkpoint), with a fresh episode per
+    seed for gymnasium envs. ``driver`` (from :func:`make_driver`) reuses compiled functions across runs;
+    ``stop_after_steps``: checkpoint and return early (``{"stopped_at_step": n}``) once that many agent
+    steps are done (for tests and time-limited jobs). Returns the results.
+    """
+    from pipelag.algorithms.common import Progress, RunDir
+
+    config = config.validate()
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+        raise PipelagError(f"num_seeds must be a positive integer, got {num_seeds!r}")
+    backend = resolve_backend(config)
+    seeds = list(range(seed, seed + num_seeds))
+    own = driver is None
+    # build the env and the agent first: a bad env/architecture fails before anything is written
+    driver = make_driver(config, num_seeds, seed) if own else driver
+    if driver.config != config or (backend == "host" and (driver.num_seeds, driver.seed) != (num_seeds, seed)):
+        raise PipelagError("the driver passed to run() was built for another config or other seeds")
+    try:
+        rundir = RunDir(out)
+        resuming = rundir.prepare({"algo": "sac", **config.to_dict(), "num_seeds": num_seeds, "seed": seed,
+                                   "backend": backend}, resume=resume)
+        book = _Book(rundir, config, seeds, Progress(driver.agent.total_steps, num_seeds,
+                                                     tag=f"sac {config.env_id}", enabled=progress))
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        loop = _run_jax if backend == "jax" else _run_host
+        return loop(driver, book, keys, resuming, stop_after_steps)
+    finally:
+        if own and backend == "host":
+            driver.close()
+
+
+class _Book:
+    """Bookkeeping shared by both loops: curves, metrics.jsonl, progress lines, checkpoints, results."""
+
+    def __init__(self, rundir, config: SACConfig, seeds: list[int], prog):
+        self.rundir, self.config, self.seeds, self.prog = rundir, config, seeds, prog
+        self.logger = rundir.logger()
+        self.curves: dict[str, list] = {"step": [], "episode_return": []}
+        self.started = False
+
+    def restore(self, template):
+        tree = template if self.config.checkpoint_buffer else template._replace(buffer=None)
+        restored, meta = self.rundir.load_checkpoint(tree)
+        if not self.config.checkpoint_buffer:
+            restored = restored._replace(buffer=template.buffer)
+        self.curves = json.loads(meta["curves"])
+        self.logger.truncate_after(int(meta["step"]))
+        return jax.tree.map(jnp.asarray, restored), meta
+
+    def save(self, runner, step: int, **extra):
+        tree = runner if self.config.checkpoint_buffer else runner._replace(buffer=None)
+        self.rundir.save_checkpoint(tree, {"step": int(step), "curves": json.dumps(self.curves), **extra})
+
+    def record(self, step: int, per_seed_returns, rec: dict[str, Any]):
+        if not self.started:
+            self.prog.start(step)
+            self.started = True
+        self.curves["step"].append(int(step))
+        self.curves["episode_return"].append([None if v is None or not np.isfinite(v) else float(v)
+                                              for v in per_seed_returns])
+        vals = [v for v in self.curves["episode_return"][-1] if v is not None]
+        rec = {"episode_return": float(np.mean(vals)) if vals else None, **rec}
+        self.logger.log(step, rec)
+        self.prog.report(step, _extra(rec))
+
+    def finish(self, agent, runner, eval_mean, eval_sample, extra):
+        """Write curves, policies and results.json; returns the results plus ``"runner"`` (not written)."""
+        extra = {k: v for k, v in extra.items() if k != "runner"}
+        steps = np.asarray(self.curves["step"], np.int64)
+        rets = np.asarray([[np.nan if v is None else v for v in row] for row in self.curves["episode_return"]],
+                          np.float64)
+        self.rundir.write_curves(step=steps, episode_return=rets.T if rets.size else rets,
+                                 eval_mean=np.asarray(eval_mean), eval_sample=np.asarray(eval_sample))
+        policies = export_policies(agent, runner.sac.actor_params, self.rundir.path / "policy", self.seeds)
+        results = _results(self.config, self.seeds, np.asarray(eval_mean), np.asarray(eval_sample),
+                           {"agent_steps": int(np.asarray(runner.step)[0]), **extra, "policies": policies})
+        self.rundir.write_results(results)
+        self.logger.close()
+        return {**results, "runner": runner}
+
+    def stop(self, runner, step: int, **extra):
+        self.save(runner, step, **extra)
+        self.logger.close()
+        return {"stopped_at_step": int(step)}
+
+
+def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_steps):
+    config = driver.config
+    runner = driver.compiled_init()(keys)
+    done_chunks = 0
+    if resuming:
+        runner, meta = book.restore(runner)
+        done_chunks = int(meta["chunks"])
+
+    def evaluate(mode, salt):
+        f = driver.compiled_eval(mode)
+        return np.asarray(f(runner.sac.actor_params, jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys)))
+
+    plan = driver.chunks()
+    t0 = time.perf_counter()
+    last_ckpt = last_eval = int(np.asarray(runner.step)[0])
+    for i, (kind, n) in enumerate(plan):
+        if i < done_chunks:
+            continue
+        runner, s = driver.compiled(kind, n)(runner)
+        step = int(np.asarray(runner.step)[0])
+        rec = {k: float(np.mean(np.asarray(s[k]))) for k in METRIC_KEYS if k in s}
+        if config.eval_every and step // config.eval_every > last_eval // config.eval_every and i + 1 < len(plan):
+            rec["eval_return"] = float(np.mean(evaluate("mean", 3 + i)))
+            last_eval = step
+        book.record(step, np.asarray(s["episode_return"], np.float64), rec)
+        if stop_after_steps is not None and step >= stop_after_steps and i + 1 < len(plan):
+            return book.stop(runner, step, chunks=i + 1)
+        if config.checkpoint_every and step - last_ckpt >= config.checkpoint_every and i + 1 < len(plan):
+            book.save(runner, step, chunks=i + 1)
+            last_ckpt = step
+    wall = time.perf_counter() - t0
+    book.save(runner, int(np.asarray(runner.step)[0]), chunks=len(plan))
+    eval_mean = eval_sample = np.zeros((len(book.seeds), 0))
+    if config.eval_episodes:
+        eval_mean, eval_sample = evaluate("mean", 1), evaluate("sample", 2)
+    return book.finish(driver.agent, runner, eval_mean, eval_sample,
+                       {"backend": "jax", "wall_s": wall, "window": driver.agent.window})
+
+
+def _run_host(driver: HostDriver, book: _Book, keys, resuming: bool, stop_after_steps):
+    config, seeds = driver.config, book.seeds
+    runner = driver.init(keys)
+    if resuming:
+        runner, meta = book.restore(runner)
+        runner = driver.resume(runner, env_seed=seeds[0] + 7919 * (int(meta["step"]) + 1))
+    step = int(np.asarray(runner.step)[0])
+    total = driver.agent.total_steps
+    recent: list[list[float]] = [[] for _ in seeds]
+    t_start, updates_total, last_ckpt, last_eval = time.perf_counter(), 0, step, step
+
+    def on_episode(i, r):
+        recent[i].append(r)
+
+    while step < total:
+        n = min(config.chunk_size - step % config.chunk_size, total - step)
+        t0 = time.perf_counter()
+        runner, info = driver.run_steps(runner, n, on_episode)
+        dt = time.perf_counter() - t0
+        step += n
+        updates_total += info["updates"]
+        per_seed = [float(np.mean(r)) if r else None for r in recent]
+        recent = [[] for _ in seeds]
+        rec = {"env_steps_per_s": n / dt, "updates_per_s": info["updates"] / dt,
+               **{k: float(np.mean(np.asarray(v))) for k, v in info["metrics"].items()}}
+        if config.eval_every and step // config.eval_every > last_eval // config.eval_every and step < total:
+            rec["eval_return"] = float(np.mean(driver.evaluate(runner.sac.actor_params, config.eval_episodes, "mean",
+                                                               seeds[0] + 300_000 + step)))
+            last_eval = step
+        book.record(step, per_seed, rec)
+        if stop_after_steps is not None and step >= stop_after_steps and step < total:
+            return book.stop(runner, step)
+        if config.checkpoint_every and step - last_ckpt >= config.checkpoint_every and step < total:
+            book.save(runner, step)
+            last_ckpt = step
+    wall = time.perf_counter() - t_start
+    book.save(runner, step)
+    eval_mean = eval_sample = np.zeros((len(seeds), 0))
+    if config.eval_episodes:
+        params = runner.sac.actor_params
+        eval_mean = driver.evaluate(params, config.eval_episodes, "mean", seeds[0] + 100_000)
+        eval_sample = driver.evaluate(params, config.eval_episodes, "sample", seeds[0] + 200_000)
+    return book.finish(driver.agent, runner, eval_mean, eval_sample,
+                       {"backend": "host", "wall_s": wall, "window": driver.agent.window,
+                        "critic_updates_this_session": updates_total})
+
+
+def _extra(rec):
+    parts = []
+    if rec.get("episode_return") is not None:
+        parts.append(f"return {rec['episode_return']:.1f}")
+    if rec.get("eval_return") is not None:
+        parts.append(f"eval {rec['eval_return']:.1f}")
+    if "alpha" in rec:
+        parts.append(f"α {rec['alpha']:.3f}")
+    if "q_loss" in rec:
+        parts.append(f"q_loss {rec['q_loss']:.3g}")
+    return " | ".join(parts)
+
+
+def policy_arch_kwargs(agent: SACAgent) -> dict[str, Any]:
+    """The ``build_network`` arguments of the actor (for :func:`pipelag.runtime.save_policy`)."""
+    c = agent.config
+    return {"arch": c.arch, "obs_shape": list(agent.spec.obs_shape), "num_outputs": 2 * agent.spec.act_dim,
+            "delta": c.delta, "num_layers": c.num_layers, "hidden": c.hidden, "action_dim": agent.spec.act_dim,
+            "action_history": c.action_history, "instantaneous": c.instantaneous,
+            "init_activations": c.init_activations}
+
+
+def export_policies(agent: SACAgent, actor_params, directory, seeds: list[int]) -> list[str]:
+    """One deployable policy per seed (``<dir>/seed_<s>``, :mod:`pipelag.runtime` format, Gaussian head)."""
+    from pipelag.runtime.checkpoint import save_policy
+
+    head = {"type": "gaussian", "low": [float(x) for x in agent.spec.low],
+            "high": [float(x) for x in agent.spec.high]}
+    paths = []
+    for i, s in enumerate(seeds):
+        params = jax.tree.map(lambda x, i=i: np.asarray(x[i]), actor_params)
+        paths.append(str(save_policy(Path(directory) / f"seed_{s}", policy_arch_kwargs(agent), params, head=head)))
+    return paths

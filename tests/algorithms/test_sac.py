@@ -1,0 +1,356 @@
+"""SAC units: the window sampler, the actor unroll vs the rollout, the update maths vs numpy, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelag.algorithms.sac.buffer import Transition, buffer_add, buffer_init, gather, sample_windows
+from pipelag.algorithms.sac.config import SACConfig
+from pipelag.algorithms.sac.losses import (
+    Learner,
+    actor_loss_from_values,
+    alpha_loss,
+    critic_loss_from_values,
+    td_target,
+    unroll_actor,
+)
+from pipelag.algorithms.sac.networks import (
+    TwinCritic,
+    actor_window,
+    build_actor,
+    critic_input,
+    gaussian_params,
+    mean_action,
+    sample_action,
+)
+from pipelag.algorithms.sac.train import JaxDriver
+from pipelag.errors import PipelagError
+
+TOY = dict(env_id="PointTarget-v0", hidden=16, critic_hidden=16, batch_size=8, learning_starts=16,
+           total_timesteps=64, eval_episodes=0)
+
+
+# ============================================================================ the window sampler
+CAP = 16
+
+
+def _fake_buffer(episode_lengths: list[int], n_adds: int):
+    """A buffer of capacity CAP after ``n_adds`` single adds; obs = global time, start = episode start."""
+    starts = []
+    for length in episode_lengths:
+        starts += [True] + [False] * (length - 1)
+    starts = (starts * (n_adds // max(1, len(starts)) + 2))[:n_adds]
+    t = np.arange(n_adds)
+    obs = np.full((CAP, 1), -1.0, np.float32)
+    start = np.zeros(CAP, bool)
+    obs[t % CAP, 0] = t  # later adds overwrite earlier ones, as in the ring buffer
+    start[t % CAP] = np.asarray(starts, bool)
+    example = Transition(jnp.zeros(1), jnp.zeros(1), 0.0, False, jnp.zeros(1), False, {})
+    buf = buffer_init(CAP, example)
+    data = buf.data._replace(obs=jnp.asarray(obs), start=jnp.asarray(start))
+    return buf._replace(data=data, ptr=jnp.asarray(n_adds % CAP, jnp.int32),
+                        size=jnp.asarray(min(n_adds, CAP), jnp.int32))
+
+
+_sample = jax.jit(sample_windows, static_argnums=(2, 3))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lengths=st.lists(st.integers(1, 7), min_size=1, max_size=6), window=st.integers(1, 5),
+       n_adds=st.integers(5, 45), seed=st.integers(0, 2**16))
+def test_windows_never_cross_an_episode_start_or_the_write_pointer(lengths, window, n_adds, seed):
+    n_adds = max(n_adds, window)
+    buf = _fake_buffer(lengths, n_adds)
+    idx, first = _sample(buf, jax.random.PRNGKey(seed), 64, window)
+    w = gather(buf, idx)
+    times, starts, first = np.asarray(w.obs[..., 0]), np.asarray(w.start), np.asarray(first)
+    oldest = max(0, n_adds - CAP)
+    assert (times >= oldest).all() and (times < n_adds).all()  # only written, still stored slots
+    assert (np.diff(times, axis=1) == 1).all()  # consecutive in time: never wraps over the write pointer
+    for b in range(idx.shape[0]):
+        f = first[b]
+        assert not starts[b, f + 1:].any(), "the valid part of a window contains an episode start"
+        assert f == 0 or starts[b, f], "the mask must begin exactly at an episode start"
+
+
+def test_the_sampler_reaches_every_valid_window_end():
+    buf = _fake_buffer([3, 5, 2], 40)  # wrapped: slots hold times 24..39
+    idx, _ = _sample(buf, jax.random.PRNGKey(0), 4096, 4)
+    last_times = set(np.asarray(gather(buf, idx).obs[:, -1, 0]).astype(int).tolist())
+    assert last_times == set(range(24 + 3, 40))
+
+
+def test_buffer_add_wraps_and_keeps_time_order():
+    example = Transition(jnp.zeros(1), jnp.zeros(1), 0.0, False, jnp.zeros(1), False, {"a": jnp.zeros((2, 1))})
+
+    def add(buf, t):
+        tr = Transition(jnp.full(1, t, jnp.float32), jnp.zeros(1), t, False, jnp.zeros(1), t % 3 == 0,
+                        {"a": jnp.full((2, 1), t, jnp.float32)})
+        return buffer_add(buf, tr), None
+
+    buf, _ = jax.lax.scan(add, buffer_init(5, example), jnp.arange(12.0))
+    assert int(buf.ptr) == 12 % 5 and int(buf.size) == 5
+    np.testing.assert_array_equal(np.asarray(buf.data.reward), [10, 11, 7, 8, 9])
+    np.testing.assert_array_equal(np.asarray(buf.data.history["a"][:, 0, 0]), [10, 11, 7, 8, 9])
+
+
+# ============================================================================ unroll == rollout
+def _collect(config: SACConfig, steps: int, seed: int = 0):
+    """Run the actor (mean actions, larger random weights so actions vary) and return (driver, runner)."""
+    driver = JaxDriver(config)
+    runner = driver.init(jax.random.PRNGKey(seed))
+    params = driver.agent.net.init(jax.random.PRNGKey(seed + 1))
+    params = {**params, "head": jax.tree.map(lambda x: 100.0 * x, params["head"])}
+    runner = runner._replace(sac=runner.sac._replace(actor_params=params))
+    runner = runner._replace(actor_state=driver.agent.net.initial_state(params, runner.obs))
+
+    def body(r, _):
+        return driver._env_step(r, "mean")[0], None
+
+    runner, _ = jax.jit(lambda r: jax.lax.scan(body, r, None, length=steps))(runner)
+    return driver, runner
+
+
+def _all_windows(runner, window):
+    size = int(runner.buffer.size)
+    last = np.arange(window - 1, size)
+    idx = last[:, None] - (window - 1) + np.arange(window)[None]
+    starts = np.asarray(runner.buffer.data.start)[idx]
+    pos = np.arange(window)[None]
+    first = np.max(np.where(starts & (pos > 0), pos, 0), axis=1)
+    return jnp.asarray(idx), jnp.asarray(first), starts
+
+
+def _unrolled_actions(driver, runner, idx, first):
+    agent = driver.agent
+    w = gather(runner.buffer, idx)
+    outs, _ = jax.jit(lambda p, w, f: unroll_actor(agent.net, p, w, f))(runner.sac.actor_params, w, first)
+    return np.asarray(mean_action(outs[-1], agent.scale, agent.bias)), np.asarray(w.action[:, -1])
+
+
+@pytest.mark.parametrize("overrides, feedforward", [
+    (dict(arch="mlp-proj-from-obs", action_history=2), True),
+    (dict(arch="mlp", action_history=0, init_activations="instant"), True),
+    (dict(arch="mlp-lstm", action_history=1), False),
+    (dict(arch="mlp-all-skips", action_history=2, delta=0.5), True),
+    (dict(arch="mlp", instantaneous=True, action_history=2), True),
+])
+def test_unrolled_last_action_equals_the_rollout_action(overrides, feedforward):
+    config = SACConfig(**{**TOY, **overrides})
+    driver, runner = _collect(config, 60)
+    W = driver.agent.window
+    idx, first, starts = _all_windows(runner, W)
+    unrolled, taken = _unrolled_actions(driver, runner, idx, first)
+    assert np.std(taken) > 0.01  # the actions really vary
+    at_start = (np.asarray(first) > 0) | starts[:, 0]
+    assert at_start.sum() >= 5 and (~at_start).sum() >= 5
+    # windows whose valid part starts at an episode start (terminations and truncations alike)
+    np.testing.assert_allclose(unrolled[at_start], taken[at_start], atol=1e-5)
+    if feedforward:  # window ≥ delay + 1 flushes the arbitrary initial activations: exact everywhere
+        np.testing.assert_allclose(unrolled, taken, atol=1e-5)
+
+
+def test_a_window_shorter_than_delay_plus_one_would_not_reproduce_the_rollout():
+    config = SACConfig(**{**TOY, "arch": "mlp", "action_history": 0})
+    driver, runner = _collect(config, 60)
+    W = driver.agent.window
+    assert W == 4  # a vanilla 3-layer pipeline acts on o_(t-3)
+    idx, first, starts = _all_windows(runner, W - 1)
+    mid = ~((np.asarray(first) > 0) | starts[:, 0])
+    unrolled, taken = _unrolled_actions(driver, runner, idx, first)
+    assert np.abs(unrolled[mid] - taken[mid]).max() > 1e-3
+
+
+# ============================================================================ update maths vs numpy
+def _np_mlp(params, x):
+    h = x
+    names = sorted(params, key=lambda n: int(n.split("_")[1]))
+    for i, n in enumerate(names):
+        h = h @ np.asarray(params[n]["kernel"]) + np.asarray(params[n]["bias"])
+        if i < len(names) - 1:
+            h = np.maximum(h, 0)
+    return h[..., 0]
+
+
+def _np_mlp_grad(params, x, dout):
+    """Gradient of sum(dout * mlp(x)) w.r.t. the parameters (manual backprop)."""
+    names = sorted(params, key=lambda n: int(n.split("_")[1]))
+    hs, pre = [x], []
+    for i, n in enumerate(names):
+        z = hs[-1] @ np.asarray(params[n]["kernel"]) + np.asarray(params[n]["bias"])
+        pre.append(z)
+        hs.append(np.maximum(z, 0) if i < len(names) - 1 else z)
+    g = dout[:, None]
+    grads = {}
+    for i in reversed(range(len(names))):
+        n = names[i]
+        grads[n] = {"kernel": hs[i].T @ g, "bias": g.sum(0)}
+        g = g @ np.asarray(params[n]["kernel"]).T
+        if i > 0:
+            g = g * (pre[i - 1] > 0)
+    return grads
+
+
+def test_sample_action_matches_a_numpy_squashed_gaussian():
+    rng = np.random.default_rng(0)
+    # moderate std (no tanh saturation, where float32's 1 − tanh² loses its digits)
+    out = jnp.asarray(np.concatenate([rng.normal(size=(5, 3)), rng.normal(-1.5, 0.5, size=(5, 3))], 1), jnp.float32)
+    scale, bias = jnp.asarray([1.0, 2.0, 0.5]), jnp.asarray([0.0, 1.0, -0.5])
+    key = jax.random.PRNGKey(3)
+    a, logp = sample_action(out, key, scale, bias)
+    eps = np.asarray(jax.random.normal(key, (5, 3)))
+    o = np.asarray(out, np.float64)
+    mean, raw = o[:, :3], o[:, 3:]
+    log_std = -5 + 3.5 * (np.tanh(raw) + 1)
+    u = mean + np.exp(log_std) * eps
+    ref_a = np.tanh(u) * np.asarray(scale) + np.asarray(bias)
+    normal = -0.5 * ((u - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
+    ref_logp = (normal - np.log(np.asarray(scale) * (1 - np.tanh(u) ** 2) + 1e-6)).sum(-1)
+    np.testing.assert_allclose(np.asarray(a), ref_a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(logp), ref_logp, rtol=1e-4, atol=1e-4)
+    _, ls = gaussian_params(jnp.asarray([[0.0, -1e3], [0.0, 1e3]]))
+    np.testing.assert_allclose(np.asarray(ls)[:, 0], [-5.0, 2.0])
+    np.testing.assert_allclose(np.asarray(mean_action(out, scale, bias)), np.tanh(mean) * np.asarray(scale)
+                               + np.asarray(bias), rtol=1e-5, atol=1e-6)
+
+
+def test_critic_update_matches_numpy():
+    """One critic step: TD target (termination stops bootstrapping, truncation does not), the summed
+    twin MSE, its gradient, Adam's first step and the Polyak target update, against numpy."""
+    config = SACConfig(**{**TOY, "arch": "mlp", "action_history": 1, "critic_hidden": 8, "gamma": 0.9, "tau": 0.1})
+    driver = JaxDriver(config)
+    agent = driver.agent
+    runner = driver.init(jax.random.PRNGKey(0))
+    runner, _ = jax.jit(lambda r: jax.lax.scan(lambda r, _: (driver._env_step(r, "random")[0], None), r, None,
+                                               length=40))(runner)
+    idx, first = sample_windows(runner.buffer, jax.random.PRNGKey(1), 8, agent.window)
+    w = gather(runner.buffer, idx)
+    # make sure both kinds of episode end are in the batch
+    term = np.zeros(8, bool)
+    term[:3] = True
+    w = w._replace(terminated=w.terminated.at[:, -1].set(jnp.asarray(term)))
+    sac = runner.sac
+    q_target = jax.tree.map(lambda x: x + 0.05, sac.q_params)  # targets differ from the online nets
+    sac = sac._replace(q_target=q_target, log_alpha=jnp.asarray(np.log(0.3), jnp.float32))
+    key = jax.random.PRNGKey(7)
+    new, metrics = jax.jit(agent.learner.critic_step)(sac, w, first, key)
+
+    # the pieces the reference takes from the code under test: a' and log π(a') (checked above)
+    _, final = unroll_actor(agent.net, sac.actor_params, w, first)
+    next_out = agent.net.output(sac.actor_params, final, w.next_obs[:, -1])
+    a_next, logp_next = (np.asarray(v, np.float64) for v in sample_action(next_out, key, agent.scale, agent.bias))
+    last = jax.tree.map(lambda x: np.asarray(x[:, -1]), w)
+    x = np.asarray(critic_input(jnp.asarray(last.obs), jax.tree.map(jnp.asarray, last.history)), np.float64)
+    # the next history: the actor's history after pushing a_j (newest first)
+    hist_next = np.concatenate([last.action[:, None], last.history["actions"][:, :-1]], axis=1)
+    x_next = np.concatenate([last.next_obs, hist_next.reshape(8, -1)], axis=1)
+    xa, xa_next = np.concatenate([x, last.action], 1), np.concatenate([x_next, a_next], 1)
+    tp = [jax.tree.map(lambda v, i=i: np.asarray(v[i], np.float64), q_target) for i in range(2)]
+    op = [jax.tree.map(lambda v, i=i: np.asarray(v[i], np.float64), sac.q_params) for i in range(2)]
+    q_next = np.min([_np_mlp(p, xa_next) for p in tp], axis=0)
+    y = last.reward + 0.9 * (1 - last.terminated) * (q_next - 0.3 * logp_next)
+    q = [_np_mlp(p, xa) for p in op]
+    loss = sum(np.mean((qi - y) ** 2) for qi in q)
+    np.testing.assert_allclose(float(metrics["q_loss"]), loss, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["target_mean"]), y.mean(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(td_target(jnp.asarray(np.stack([q_next, q_next + 1])), jnp.asarray(
+        logp_next), jnp.asarray(last.reward), jnp.asarray(last.terminated), 0.3, 0.9)), y, rtol=1e-4, atol=1e-5)
+    for i in range(2):
+        g = _np_mlp_grad(op[i], xa, 2 * (q[i] - y) / len(y))
+        lr, eps = config.q_lr, config.adam_eps
+        for n in op[i]:
+            for k in ("kernel", "bias"):
+                # Adam's first step: m̂ = g, v̂ = g² → Δ = −lr·g/(|g| + ε)
+                ref = op[i][n][k] - lr * g[n][k] / (np.abs(g[n][k]) + eps)
+                got = np.asarray(new.q_params[n][k][i])
+                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+                np.testing.assert_allclose(np.asarray(new.q_target[n][k][i]), 0.9 * tp[i][n][k] + 0.1 * got,
+                                           rtol=1e-5, atol=1e-6)
+
+
+def test_actor_and_alpha_losses_match_numpy():
+    rng = np.random.default_rng(1)
+    q_pi, logp = rng.normal(size=(2, 7)), rng.normal(size=7)
+    np.testing.assert_allclose(float(actor_loss_from_values(jnp.asarray(q_pi), jnp.asarray(logp), 0.2)),
+                               np.mean(0.2 * logp - q_pi.min(0)), rtol=1e-5)
+    q, y = rng.normal(size=(2, 7)), rng.normal(size=7)
+    np.testing.assert_allclose(float(critic_loss_from_values(jnp.asarray(q), jnp.asarray(y))),
+                               ((q - y) ** 2).mean(1).sum(), rtol=1e-5)
+    la = jnp.asarray(np.log(0.5), jnp.float32)
+    g = jax.grad(alpha_loss)(la, jnp.asarray(logp, jnp.float32), -3.0)
+    np.testing.assert_allclose(float(g), -0.5 * (logp.mean() - 3.0), rtol=1e-5)
+
+
+def test_actor_update_moves_the_policy_towards_higher_q():
+    """With a critic that prefers a = +1, actor updates push the unrolled mean action up."""
+    config = SACConfig(**{**TOY, "arch": "mlp-proj-from-obs", "autotune": False, "alpha": 0.0, "policy_lr": 1e-2})
+    driver = JaxDriver(config)
+    agent = driver.agent
+    runner = driver.init(jax.random.PRNGKey(0))
+    runner, _ = jax.jit(lambda r: jax.lax.scan(lambda r, _: (driver._env_step(r, "random")[0], None), r, None,
+                                               length=40))(runner)
+    idx, first = sample_windows(runner.buffer, jax.random.PRNGKey(1), 16, agent.window)
+    w = gather(runner.buffer, idx)
+
+    class Linear(TwinCritic):
+        def apply(self, params, x, a):
+            return jnp.stack([a[..., 0], a[..., 0]])
+
+    learner = Learner(agent.net, Linear(), scale=agent.scale, bias=agent.bias, gamma=0.99, tau=0.005,
+                      policy_lr=1e-2, q_lr=1e-3, adam_eps=1e-8, autotune=False, alpha=0.0, target_entropy=-1.0)
+
+    def mean_act(params):
+        outs, _ = unroll_actor(agent.net, params, w, first)
+        return float(jnp.mean(mean_action(outs[-1], agent.scale, agent.bias)))
+
+    sac = runner.sac
+    before = mean_act(sac.actor_params)
+    step = jax.jit(learner.actor_step)
+    for k in range(30):
+        sac, _ = step(sac, w, first, jax.random.PRNGKey(k))
+    assert mean_act(sac.actor_params) > before + 0.3
+
+
+# ============================================================================ errors
+@pytest.mark.parametrize("overrides, message", [
+    (dict(delta=-1.0), "delta"),
+    (dict(delta=1.5), "whole number"),
+    (dict(delta=float("nan")), "delta"),
+    (dict(learning_starts=100, total_timesteps=50), "learning_starts"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(backend="gpu"), "backend"),
+])
+def test_config_errors(overrides, message):
+    with pytest.raises(PipelagError, match=message):
+        SACConfig(**{**TOY, **overrides}).validate()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(arch="cnn-skip"), "MLP actors"),
+    (dict(arch="resnet"), "unknown architecture"),
+    (dict(window=2, arch="mlp"), "shorter than the actor's delay"),
+    (dict(learning_starts=2), "learning_starts"),
+    (dict(env_id="MinAtar/Breakout-v0"), "continuous actions"),
+    (dict(env_id="PointTarget-v0", env_options={"bogus": 1}), "env_options"),
+    (dict(env_id="PointTarget-v0", backend="host"), "JAX-only"),
+    (dict(env_id="NoSuchEnv-v0", backend="jax"), "needs a JAX env"),
+])
+def test_agent_errors(overrides, message):
+    with pytest.raises(PipelagError, match=message):
+        JaxDriver(SACConfig(**{**TOY, **overrides}).validate())
+
+
+def test_unknown_env_and_image_obs_errors():
+    from pipelag.algorithms.sac.train import HostDriver
+
+    with pytest.raises(PipelagError, match="unknown env 'NoSuchEnv-v0'"):
+        HostDriver(SACConfig(**{**TOY, "env_id": "NoSuchEnv-v0"}), 1, 0)
+    with pytest.raises(PipelagError, match="flat observation vector"):
+        build_actor(SACConfig(), (10, 10, 3), 2)
+    net = build_actor(SACConfig(arch="mlp", num_layers=2), (4,), 2)
+    assert actor_window(net) == 3 and actor_window(net, 5) == 5
