@@ -50,6 +50,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N updates")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other PPOConfig field, e.g. --set clip_eps=0.2 --set lr=3e-4 (repeatable)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="train fewer steps if --total-steps would not fit in this wall time (decided early, "
+                        "then restarted with the learning rate annealed over the shorter run)")
     p.add_argument("--out", default=None, help="run directory (results, checkpoints); none: nothing written")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -121,7 +124,8 @@ def run_train(args: argparse.Namespace) -> int:
         config, seeds = config_from_args(args)
         from pipelag.algorithms.ppo.train import run
 
-        run(config, seeds, out_dir=args.out, resume=args.resume, progress=not args.quiet)
+        run(config, seeds, out_dir=args.out, resume=args.resume, progress=not args.quiet,
+            time_budget_s=args.time_budget)
     except PipelagError as e:
         print(f"pipelag train: error: {e}", file=sys.stderr)
         return 2

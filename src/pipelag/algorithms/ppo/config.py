@@ -71,7 +71,8 @@ class PPOConfig:
     eval_every: int = 0
     #: checkpoint every this many updates (0: only at the end); rounded up to whole chunks
     checkpoint_every: int = 0
-    #: updates per jitted chunk between progress lines (0: auto, about 50 chunks per run)
+    #: updates per jitted chunk between progress lines (0: auto, about 50 chunks, a divisor of num_updates
+    #: if there is one near: a shorter last chunk costs one more compilation)
     updates_per_chunk: int = 0
 
     def __post_init__(self):
@@ -99,7 +100,11 @@ class PPOConfig:
     def chunk_size(self) -> int:
         if self.updates_per_chunk > 0:
             return min(self.updates_per_chunk, self.num_updates)
-        return max(1, math.ceil(self.num_updates / 50))
+        # about 50 chunks; prefer a divisor of num_updates (no second compilation for a last, shorter chunk)
+        n = self.num_updates
+        target = max(1, math.ceil(n / 50))
+        divisors = [d for d in range(max(1, target // 2), 2 * target + 1) if n % d == 0]
+        return min(divisors, key=lambda d: abs(d - target)) if divisors else target
 
     def validate(self) -> PPOConfig:
         def need(cond: bool, msg: str):

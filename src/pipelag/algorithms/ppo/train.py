@@ -62,6 +62,9 @@ class RunnerState(NamedTuple):
     first: jax.Array  # [N]: o_t is the first observation of an episode
     rng: jax.Array
     update: jax.Array  # updates done
+    #: planned length of training in updates (a runtime value: it only sets the learning-rate annealing,
+    #: so one compiled program serves any length)
+    num_updates: jax.Array
 
 
 class Transition(NamedTuple):
@@ -108,10 +111,16 @@ class PPO:
         self.env = make_env(config, env)
         self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions)
         c = config
-        steps = c.num_updates * c.update_epochs * c.num_minibatches
-        self.schedule = (optax.linear_schedule(c.lr, 0.0, steps) if c.anneal_lr else optax.constant_schedule(c.lr))
-        self.tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm),
-                              optax.adam(self.schedule, eps=c.adam_eps))
+        # Adam with the learning rate applied by hand (annealed from the runtime num_updates)
+        self.tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.scale_by_adam(eps=c.adam_eps))
+
+    def learning_rate(self, opt_step: jax.Array, num_updates: jax.Array) -> jax.Array:
+        """lr linearly annealed to 0 over all optimizer steps (num_updates × epochs × minibatches)."""
+        c = self.config
+        if not c.anneal_lr:
+            return jnp.asarray(c.lr, jnp.float32)
+        total = num_updates * c.update_epochs * c.num_minibatches
+        return c.lr * (1.0 - opt_step.astype(jnp.float32) / total.astype(jnp.float32))
 
     # ------------------------------------------------------------------ init
     def init(self, rng: jax.Array) -> RunnerState:
@@ -121,15 +130,16 @@ class PPO:
         env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_env, c.num_envs))
         actor_state = self.actor.initial_state(params["actor"], obs)
         return RunnerState(params, self.tx.init(params), env_state, obs, actor_state,
-                           jnp.ones((c.num_envs,), bool), rng, jnp.zeros((), jnp.int32))
+                           jnp.ones((c.num_envs,), bool), rng, jnp.zeros((), jnp.int32),
+                           jnp.asarray(c.num_updates, jnp.int32))
 
     # ------------------------------------------------------------------ rollout
     def _act(self, params, actor_state, obs, key, greedy: bool = False):
         logits = self.actor.output(params, actor_state, obs)
-        if greedy:
-            action = jnp.argmax(logits, axis=-1)
-        else:
-            action = jax.random.categorical(key, logits, axis=-1)
+        if isinstance(greedy, bool):
+            action = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits, axis=-1)
+        else:  # a traced flag (evaluate_both vmaps over it)
+            action = jnp.where(greedy, jnp.argmax(logits, axis=-1), jax.random.categorical(key, logits, axis=-1))
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
         return action, logp
 
@@ -184,20 +194,23 @@ class PPO:
         grad_fn = jax.value_and_grad(self._minibatch_loss, has_aux=True)
 
         def minibatch(carry, idx):
-            params, opt_state = carry
+            params, opt_state, opt_step = carry
             mb = take_envs(data, idx, axis=1)
             mb["state0"] = take_envs(state0, idx, axis=0)
             (_, info), grads = grad_fn(params, mb)
             updates, opt_state = self.tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), info
+            lr = self.learning_rate(opt_step, rs.num_updates)
+            params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+            return (params, opt_state, opt_step + 1), info
 
         def epoch(carry, key):
             perm = jax.random.permutation(key, N).reshape(c.num_minibatches, c.envs_per_minibatch)
             return jax.lax.scan(minibatch, carry, perm)
 
         rng, k_epochs = jax.random.split(rs.rng)
-        (params, opt_state), infos = jax.lax.scan(epoch, (rs.params, rs.opt_state),
-                                                  jax.random.split(k_epochs, c.update_epochs))
+        step0 = rs.update * (c.update_epochs * c.num_minibatches)
+        (params, opt_state, _), infos = jax.lax.scan(epoch, (rs.params, rs.opt_state, step0),
+                                                     jax.random.split(k_epochs, c.update_epochs))
         n_ended = traj.ended.sum()
         metrics = {
             "episode_return": jnp.where(n_ended > 0, traj.episode_return.sum() / jnp.maximum(n_ended, 1), jnp.nan),
@@ -206,7 +219,7 @@ class PPO:
             **{name: getattr(infos, field).mean() for name, field in
                (("loss", "total"), ("policy_loss", "policy"), ("value_loss", "value"), ("entropy", "entropy"),
                 ("approx_kl", "approx_kl"), ("clip_frac", "clip_frac"))},
-            "learning_rate": self.schedule(rs.update * c.update_epochs * c.num_minibatches),
+            "learning_rate": self.learning_rate(step0, rs.num_updates),
         }
         rs = rs._replace(params=params, opt_state=opt_state, rng=rng, update=rs.update + 1)
         return rs, metrics
@@ -247,6 +260,12 @@ class PPO:
         out = jax.lax.while_loop(cond, body, carry)
         return {"returns": out[4], "lengths": out[5], "finished": out[3]}
 
+    def evaluate_both(self, params, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
+        """Sampled and greedy evaluation in one program (vmapped over the greedy flag)."""
+        keys = jax.random.split(rng)
+        out = jax.vmap(lambda k, g: self.evaluate(params, k, g))(keys, jnp.array([False, True]))
+        return {"sampled": jax.tree.map(lambda x: x[0], out), "greedy": jax.tree.map(lambda x: x[1], out)}
+
 
 # ---------------------------------------------------------------------------- pure entry points
 def make_train(config: PPOConfig, env: JaxEnv | None = None):
@@ -255,11 +274,10 @@ def make_train(config: PPOConfig, env: JaxEnv | None = None):
     ppo = PPO(config, env)
 
     def train(rng: jax.Array) -> dict[str, Any]:
-        rng, k_init, k_eval_s, k_eval_g = jax.random.split(rng, 4)
+        rng, k_init, k_eval = jax.random.split(rng, 3)
         rs = ppo.init(k_init)
         rs, metrics = ppo.run_updates(rs, ppo.config.num_updates)
-        evals = {"sampled": ppo.evaluate(rs.params, k_eval_s, greedy=False),
-                 "greedy": ppo.evaluate(rs.params, k_eval_g, greedy=True)}
+        evals = ppo.evaluate_both(rs.params, k_eval)
         return {"runner_state": rs, "metrics": metrics, "eval": evals}
 
     return train
@@ -272,8 +290,8 @@ def train_seeds(config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = No
 
 
 # ---------------------------------------------------------------------------- host-side runner
-def _eval_key(seed: int, update: int, greedy: bool) -> jax.Array:
-    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(seed) + 1_000_003), int(update)), int(greedy))
+def _eval_key(seed: int, update: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(int(seed) + 1_000_003), int(update))
 
 
 def _mean_se(x: np.ndarray) -> tuple[float, float]:
@@ -296,7 +314,7 @@ class Runner:
         self.ppo = PPO(config, env)
         self._init = jax.jit(jax.vmap(self.ppo.init))
         self._chunks: dict[int, Any] = {}
-        self._eval = {g: jax.jit(jax.vmap(functools.partial(self.ppo.evaluate, greedy=g))) for g in (False, True)}
+        self._eval = jax.jit(jax.vmap(self.ppo.evaluate_both))
 
     def init_state(self) -> RunnerState:
         return self._init(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]))
@@ -306,21 +324,29 @@ class Runner:
             self._chunks[n] = jax.jit(jax.vmap(functools.partial(self.ppo.run_updates, num_updates=n)))
         return self._chunks[n](rs)
 
-    def evaluate(self, params, update: int, greedy: bool) -> dict[str, np.ndarray]:
-        keys = jnp.stack([_eval_key(s, update, greedy) for s in self.seeds])
-        return {k: np.asarray(v) for k, v in self._eval[greedy](params, keys).items()}
+    def evaluate(self, params, update: int) -> dict[str, dict[str, np.ndarray]]:
+        """Sampled and greedy evaluation of every seed; keys depend on (seed, update) only."""
+        keys = jnp.stack([_eval_key(s, update) for s in self.seeds])
+        return jax.tree.map(np.asarray, self._eval(params, keys))
 
 
 def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = None, resume: bool = False,
         env: JaxEnv | None = None, progress: bool = True, stop_after_updates: int | None = None,
-        runner: Runner | None = None) -> dict[str, Any]:
+        runner: Runner | None = None, time_budget_s: float | None = None) -> dict[str, Any]:
     """Train ``seeds`` (vmapped) in jitted chunks of updates; between chunks print progress, log
     metrics, evaluate (every ``config.eval_every`` updates) and checkpoint (every
     ``config.checkpoint_every``). With ``out_dir`` everything is written there atomically
     (see :class:`~pipelag.algorithms.common.rundir.RunDir`); ``resume=True`` continues from its
     checkpoint, bit-identically on CPU. ``stop_after_updates`` ends early (after checkpointing), as an
     interruption would. ``runner``: reuse the compiled functions of an earlier :class:`Runner` of the
-    same config and seeds. Returns the results dict (also ``results.json``)."""
+    same config and seeds.
+
+    ``time_budget_s``: if, timed on the second chunk, ``config.total_timesteps`` would not fit in the
+    budget, training restarts from scratch with fewer updates (a multiple of the chunk size, about 90%
+    of what fits) — the same compiled program, the learning rate annealed over the new length, so the
+    result is that of a run configured with the smaller ``total_timesteps`` (written to config.json).
+    If the estimate still overruns, training stops at the budget (``stopped_by_time_budget``) and is
+    evaluated as it is. Returns the results dict (also ``results.json``)."""
     from pipelag.algorithms.common import Progress, RunDir
 
     c = config.validate()
@@ -329,58 +355,55 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
     elif runner.config != c or runner.seeds != [int(s) for s in seeds]:
         raise PipelagError("the runner passed to run() was built for another config or other seeds")
     seeds = runner.seeds
-    run_config = {"algo": "ppo", **c.to_dict(), "seeds": seeds}
-    rundir = RunDir(out_dir) if out_dir is not None else None
-    resuming = rundir.prepare(run_config, resume) if rundir is not None else False
-    if resume and rundir is None:
+    if resume and out_dir is None:
         raise PipelagError("resume needs an out_dir")
+    rundir = RunDir(out_dir) if out_dir is not None else None
+    resuming = rundir.prepare({"algo": "ppo", **c.to_dict(), "seeds": seeds}, resume) if rundir else False
     logger = rundir.logger() if rundir is not None else None
-    prog = Progress(c.num_updates * c.batch_size, len(seeds), tag=f"ppo {c.env_id} {c.arch}", enabled=progress)
+    t_start = time.perf_counter()
+    chunk = c.chunk_size
+    total = c.num_updates
+    tag = f"ppo {c.env_id} {'instantaneous ' if c.instantaneous else ''}{c.arch}"
 
-    rs = runner.init_state()
-    done = 0
-    curves: dict[str, list[np.ndarray]] = {k: [] for k in METRIC_NAMES}
-    evals: dict[str, list] = {"update": [], "sampled": [], "greedy": []}
-    timing = {"compile_s": 0.0, "train_s": 0.0, "train_steps": 0.0}
+    def fresh():
+        return (runner.init_state(), 0, {k: [] for k in METRIC_NAMES}, {"update": [], "sampled": [], "greedy": []},
+                {"compile_s": 0.0, "train_s": 0.0, "train_steps": 0.0})
+
+    rs, done, curves, evals, timing = fresh()
+    prog = Progress(total * c.batch_size, len(seeds), tag=tag, enabled=progress)
     if resuming:
         rs, meta = rundir.load_checkpoint(rs)
         rs = jax.tree.map(jnp.asarray, rs)
-        done = int(meta["update"])
+        done, total = int(meta["update"]), int(meta["total_updates"])
         curves = {k: [np.asarray(meta["curves"][k])] for k in METRIC_NAMES}
-        evals = {k: [np.asarray(v) for v in meta["evals"][k]] if k != "update" else list(meta["evals"][k])
-                 for k in evals}
+        evals = {"update": list(meta["evals"]["update"]),
+                 **{k: [np.asarray(v) for v in meta["evals"][k]] for k in ("sampled", "greedy")}}
         timing = {k: float(v) for k, v in meta["timing"].items()}
         logger.truncate_after(done * c.batch_size)
-        prog.message(f"resumed {rundir.path} at update {done}/{c.num_updates}")
+        prog.message(f"resumed {rundir.path} at update {done}/{total}")
 
     def checkpoint():
         if rundir is None:
             return
-        meta = {"update": done, "timing": timing,
+        meta = {"update": done, "total_updates": total, "timing": timing,
                 "curves": {k: np.concatenate(v, axis=1) if v else np.zeros((len(seeds), 0)) for k, v in curves.items()},
                 "evals": {"update": list(evals["update"]),
                           "sampled": [np.asarray(x) for x in evals["sampled"]],
                           "greedy": [np.asarray(x) for x in evals["greedy"]]}}
         rundir.save_checkpoint(rs, meta)
 
-    def do_eval(tag_update: int, params) -> dict[str, np.ndarray]:
-        return {"sampled": runner.evaluate(params, tag_update, greedy=False),
-                "greedy": runner.evaluate(params, tag_update, greedy=True)}
-
-    chunk = c.chunk_size
     ckpt_every = max(1, math.ceil(c.checkpoint_every / chunk)) * chunk if c.checkpoint_every else None
-    first_chunk = True
-    while done < c.num_updates:
-        n = min(chunk, c.num_updates - done)
+    chunks_run = 0
+    stopped_by_time = False
+    while done < total:
+        n = min(chunk, total - done)
         t0 = time.perf_counter()
         rs, m = runner.chunk(rs, n)
         jax.block_until_ready(rs)
         dt = time.perf_counter() - t0
-        if first_chunk:
-            # first call compiles: time a second, identical-shape call would take is unknown, so the
-            # whole first chunk counts as compile+run; steps/s starts from the end of it
+        chunks_run += 1
+        if chunks_run == 1:  # the first call compiles (and runs): counted apart
             timing["compile_s"] += dt
-            first_chunk = False
         else:
             timing["train_s"] += dt
             timing["train_steps"] += n * c.batch_size * len(seeds)
@@ -388,14 +411,39 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
         m = {k: np.asarray(v) for k, v in m.items()}
         for k in METRIC_NAMES:
             curves[k].append(m[k])
+        if time_budget_s and chunks_run == 2 and not resuming:
+            reserve = 0.05 * time_budget_s + timing["compile_s"]  # evaluation: compile and run
+            fits = int((time_budget_s - (time.perf_counter() - t_start) - reserve) / (dt / n)) + done
+            if fits < total:
+                total = max(chunk, int(0.9 * fits) // chunk * chunk)
+                prog.message(f"{c.total_timesteps:,} steps do not fit in {time_budget_s:.0f}s at "
+                             f"{n * c.batch_size * len(seeds) / dt:,.0f} steps/s: restarting with "
+                             f"{total * c.batch_size:,} steps per seed")
+                c = c.replace(total_timesteps=total * c.batch_size, updates_per_chunk=chunk)
+                if rundir is not None:
+                    from pipelag.algorithms.common.io import atomic_write_json, read_json
+
+                    stored = read_json(rundir.path / rundir.CONFIG)
+                    stored["config"] = {"algo": "ppo", **c.to_dict(), "seeds": seeds}
+                    stored["time_budget"] = {"budget_s": time_budget_s, "planned_total_timesteps":
+                                             config.total_timesteps}
+                    atomic_write_json(rundir.path / rundir.CONFIG, stored)
+                    logger.truncate_after(0)
+                compile_s = timing["compile_s"]
+                rs, done, curves, evals, timing = fresh()
+                rs = rs._replace(num_updates=jnp.full_like(rs.num_updates, total))
+                timing["compile_s"] = compile_s
+                prog = Progress(total * c.batch_size, len(seeds), tag=tag, enabled=progress)
+                chunks_run = 1
+                continue
         if prog._t0 is None:
             prog.start(done * c.batch_size)
         recent = np.nanmean(np.where(m["episodes"] > 0, m["episode_return"], np.nan), axis=1) \
             if np.any(m["episodes"] > 0) else np.full(len(seeds), np.nan)
         mean, se = _mean_se(recent)
         extra = f"return {mean:.2f} ± {se:.2f}" if np.isfinite(mean) else "return n/a"
-        if c.eval_every and (done // c.eval_every) > ((done - n) // c.eval_every) and done < c.num_updates:
-            ev = do_eval(done, rs.params)
+        if c.eval_every and (done // c.eval_every) > ((done - n) // c.eval_every) and done < total:
+            ev = runner.evaluate(rs.params, done)
             evals["update"].append(done)
             evals["sampled"].append(ev["sampled"]["returns"].mean(axis=1))
             evals["greedy"].append(ev["greedy"]["returns"].mean(axis=1))
@@ -403,21 +451,33 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
         prog.report(done * c.batch_size, extra)
         if logger is not None:
             logger.log(done * c.batch_size, {"update": done, "return_mean": mean, "return_se": se,
-                                             **{f"{k}": float(np.nanmean(m[k])) for k in METRIC_NAMES
-                                                if k not in ("episode_return",)},
+                                             **{k: float(np.nanmean(m[k])) for k in METRIC_NAMES
+                                                if k != "episode_return"},
                                              "steps_per_s": prog.steps_per_second(done * c.batch_size)})
-        stop = stop_after_updates is not None and done >= stop_after_updates and done < c.num_updates
-        if ckpt_every and (done % ckpt_every == 0 or stop):
+        stop = stop_after_updates is not None and done >= stop_after_updates and done < total
+        over = (time_budget_s is not None and done < total
+                and time.perf_counter() - t_start + 0.05 * time_budget_s + dt > time_budget_s)
+        if ckpt_every and (done % ckpt_every == 0 or stop or over):
             checkpoint()
         if stop:
             if logger is not None:
                 logger.close()
             return {"stopped_at_update": done, "runner_state": rs}
+        if over:
+            prog.message(f"time budget {time_budget_s:.0f}s reached at update {done}/{total}: evaluating now")
+            stopped_by_time = True
+            break
 
-    final = do_eval(done, rs.params)
-    checkpoint()
+    final = runner.evaluate(rs.params, done)
+    if not stopped_by_time:
+        checkpoint()
+    timing["total_s"] = time.perf_counter() - t_start
     curves_arr = {k: np.concatenate(v, axis=1) for k, v in curves.items()}
-    results = _results(c, seeds, curves_arr, final, timing)
+    results = _results(c, seeds, curves_arr, final, timing, done)
+    results["stopped_by_time_budget"] = stopped_by_time
+    if time_budget_s:
+        results["time_budget_s"] = time_budget_s
+        results["planned_total_timesteps"] = config.total_timesteps
     if rundir is not None:
         rundir.write_curves(update=np.arange(1, done + 1), agent_steps=np.arange(1, done + 1) * c.batch_size,
                             seeds=np.asarray(seeds), **curves_arr,
@@ -432,10 +492,11 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
     return results
 
 
-def _results(c: PPOConfig, seeds, curves, final, timing) -> dict[str, Any]:
+def _results(c: PPOConfig, seeds, curves, final, timing, updates_done: int) -> dict[str, Any]:
     out: dict[str, Any] = {"algo": "ppo", "env_id": c.env_id, "arch": c.arch, "instantaneous": c.instantaneous,
                            "delta": c.delta, "action_history": c.action_history, "seeds": list(seeds),
-                           "num_updates": c.num_updates, "agent_steps": c.num_updates * c.batch_size,
+                           "num_updates": updates_done, "agent_steps": updates_done * c.batch_size,
+                           "env_steps_per_agent_step": max(1, int(round(c.delta))) if c.delta > 1 else 1,
                            "timing": timing}
     for mode in ("sampled", "greedy"):
         per_seed = final[mode]["returns"].mean(axis=1)

@@ -1,0 +1,101 @@
+"""PPO training speed: env steps/s and wall time for N agent steps, 1 seed vs S seeds vmapped.
+
+    python benchmarks/ppo_speed.py                       # Breakout, cnn-skip + action history 1, 1 and 16 seeds
+    python benchmarks/ppo_speed.py --steps 1000000 --seeds 1 4 16 --json speed.json
+    python benchmarks/ppo_speed.py --env MiniGrid-DoorKey-5x5-v0 --arch cnn --action-history 0
+
+For every seed count the whole training step (rollout + GAE + 4 epochs × 4 minibatches of BPTT
+updates) for N steps per seed is compiled ahead of time (``jit(...).lower(...).compile()``, reported
+separately), run once to warm up, then timed (``block_until_ready``). Also timed alone: the rollout
+(acting + env) part. The table gives steps/s over all seeds, per seed, the wall time to train all the
+seeds (together) for 10M steps each, and the throughput relative to 1 seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def measure(config, seeds: int, updates: int, repeat: int = 1) -> dict:
+    from pipelag.algorithms.ppo import PPO
+
+    ppo = PPO(config)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
+    rs = jax.jit(jax.vmap(ppo.init))(keys)
+    jax.block_until_ready(rs)
+    t0 = time.perf_counter()
+    step = jax.jit(jax.vmap(lambda r: ppo.run_updates(r, updates))).lower(rs).compile()
+    compile_s = time.perf_counter() - t0
+    rollout = jax.jit(jax.vmap(lambda r: jax.lax.scan(lambda r, _: (ppo.rollout(r)[0], None), r, None,
+                                                      length=updates)[0])).lower(rs).compile()
+    out = step(rs)  # warm-up
+    jax.block_until_ready(out)
+    times, r_times = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = step(rs)
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - t0)
+        jax.block_until_ready(rollout(rs))
+        t0 = time.perf_counter()
+        jax.block_until_ready(rollout(rs))
+        r_times.append(time.perf_counter() - t0)
+    wall = min(times)
+    steps = updates * config.batch_size
+    sps = steps * seeds / wall
+    return {"seeds": seeds, "updates": updates, "agent_steps_per_seed": steps, "compile_s": compile_s,
+            "wall_s": wall, "rollout_s": min(r_times), "steps_per_s": sps, "steps_per_s_per_seed": sps / seeds,
+            # wall time to train every one of the `seeds` agents (together, vmapped) for 10M steps
+            "wall_s_per_10M_steps_each": 1e7 / (sps / seeds)}
+
+
+def main(argv=None):
+    from pipelag.algorithms.ppo import PPOConfig
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="MinAtar/Breakout-v0")
+    p.add_argument("--arch", default="cnn-skip")
+    p.add_argument("--action-history", type=int, default=1)
+    p.add_argument("--instantaneous", action="store_true")
+    p.add_argument("--steps", type=int, default=500_000, help="agent steps per seed to time")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--json", default=None, help="write the rows here")
+    args = p.parse_args(argv)
+    cfg = PPOConfig(env_id=args.env, arch=args.arch, action_history=args.action_history,
+                    instantaneous=args.instantaneous)
+    updates = max(1, args.steps // cfg.batch_size)
+    dev = jax.devices()[0]
+    print(f"device: {dev.platform} {dev.device_kind} | {args.env} {args.arch} action_history={args.action_history}"
+          f"{' instantaneous' if args.instantaneous else ''} | {updates} updates × {cfg.batch_size} steps per seed",
+          flush=True)
+    rows = []
+    for s in args.seeds:
+        rows.append(measure(cfg, s, updates, args.repeat))
+        r = rows[-1]
+        print(f"  seeds={s}: compile {r['compile_s']:.1f}s, run {r['wall_s']:.2f}s (rollout part "
+              f"{r['rollout_s']:.2f}s)", flush=True)
+    base = rows[0]["steps_per_s"] / rows[0]["seeds"]
+    hdr = (f"{'seeds':>5} | {'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | {'steps/s/seed':>12} | "
+           f"{'s, 10M each':>14} | {'rollout %':>9} | {'throughput vs 1 seed':>20}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        r["throughput_vs_1_seed"] = r["steps_per_s"] / base
+        print(f"{r['seeds']:>5} | {r['compile_s']:>9.1f} | {r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | "
+              f"{r['steps_per_s_per_seed']:>12,.0f} | {r['wall_s_per_10M_steps_each']:>14.1f} | "
+              f"{100 * r['rollout_s'] / r['wall_s']:>8.0f}% | {r['throughput_vs_1_seed']:>19.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": f"{dev.platform} {dev.device_kind}", "env": args.env, "arch": args.arch,
+                       "action_history": args.action_history, "rows": rows}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
