@@ -71,16 +71,29 @@ def test_runtime_variant_matches_reference(prob):
     _assert_matches(prob, vs)
 
 
+def test_scanned_ticks_see_a_new_observation_every_tick():
+    """With N = 1 a tick depends only on o_t: a loop over one fixed observation would be hoisted."""
+    import jax
+
+    prob = ib.make_problem(1, 8, 2)
+    obs = ib.scan_observations(prob, 4)
+    assert obs.shape == (4, 2, 8) and len({o.tobytes() for o in obs}) == 4
+    v = [x for x in ib.jax_variants(prob, scan=4, per_call=False, reference=False) if x.method == "jax-fused"][0]
+    v.run()
+    expect = prob.net.step(prob.params, prob.state0, jax.numpy.asarray(obs[-1]))[1]
+    np.testing.assert_allclose(v.peek(), ib._stack_act(prob, expect), rtol=1e-5, atol=1e-6)
+
+
 def test_scanned_jax_ticks_chain_like_repeated_steps():
     """The timed path (lax.scan of fused ticks) computes what stepping the core tick by tick gives."""
     import jax.numpy as jnp
 
     prob = ib.make_problem(3, 8, 1)
     v = [x for x in ib.jax_variants(prob, scan=5, per_call=False, reference=False) if x.method == "jax-fused"][0]
-    v.run()  # 5 ticks from state0
+    v.run()  # 5 ticks from state0, one new observation each
     state = prob.state0
-    for _ in range(5):
-        _, state = prob.net.step(prob.params, state, jnp.asarray(prob.obs))
+    for o in ib.scan_observations(prob, 5):
+        _, state = prob.net.step(prob.params, state, jnp.asarray(o))
     np.testing.assert_allclose(v.peek(), ib._stack_act(prob, state), rtol=1e-5, atol=1e-6)
 
 

@@ -283,7 +283,7 @@ def _sparse_graph_probe(result, tt, configs, depths, graph_ticks, repeats, min_t
     from pipelag.runtime import inference_bench as ib
 
     hidden, batch = configs[0]
-    for depth in sorted({depths[-1], 10}):
+    for depth in sorted({max(depths), 10}):
         try:
             prob = ib.make_problem(depth, hidden, batch)
             v = [x for x in tt.sparse_variants(prob, "cuda", graph_ticks, graphs=True)

@@ -291,5 +291,4 @@ class PipelinedPolicy:
             return action, ravel_pytree(new)[0]
 
         self._tick_fn = tick  # unjitted, for benchmarks that scan it
-        donate = (1,) if jax.default_backend() != "cpu" else ()
-        return jax.jit(tick, donate_argnums=donate)
+        return jax.jit(tick, donate_argnums=(1,))  # the old state buffer is reused for the new one

@@ -83,9 +83,37 @@ def _fmt_x(x: float) -> str:
     return f"{x:.3g}×" if x < 100 else f"{x:.0f}×"
 
 
+def headline(by_method: dict, depth: int) -> list[str]:
+    """At one depth: every method's µs, its ratio to the memory floor and its speed-up over the
+    sequential CUDA graph (the target's baseline; numpy's forward on a CPU) and over the fastest
+    sequential forward."""
+    floor = by_method.get("floor", {}).get(depth)
+    base = "torch-seq-graph" if "torch-seq-graph" in by_method else "numpy-seq"
+    graph = by_method.get(base, {}).get(depth)
+    fastest = fastest_sequential(by_method, depth)
+    name = "sequential CUDA graph" if base == "torch-seq-graph" else "numpy sequential"
+    lines = [f"At N = {depth}:", "",
+             f"| method | µs per tick | ÷ memory floor | × vs {name} | × vs fastest sequential |",
+             "|---|---:|---:|---:|---:|"]
+    for m in _order(by_method):
+        r = by_method[m].get(depth)
+        if r is None or r["status"] != "ok" or _family(m) in ("floor", "sequential"):
+            continue
+        us = r["us"]
+        f = f"{us / floor['us']:.2f}" if floor else "–"
+        g = _fmt_x(graph["us"] / us) if graph and graph["status"] == "ok" else "–"
+        b = _fmt_x(fastest[1] / us) if fastest else "–"
+        lines.append(f"| {_label(m)} | {_cell(r)} | {f} | {g} | {b} |")
+    if fastest:
+        lines.append(f"| *(fastest sequential: {_label(fastest[0])})* | {fastest[1]:.0f} | | | |")
+    return lines
+
+
 def config_section(result: dict, hidden: int, batch: int, by_method: dict, figure: str | None) -> str:
     depths = sorted({d for rows in by_method.values() for d in rows})
-    lines = [f"### H = {hidden}, batch {batch}: µs per tick (sequential rows: µs per forward)", ""]
+    lines = [f"### H = {hidden}, batch {batch}", ""]
+    lines += headline(by_method, depths[-1]) + [""]
+    lines += ["µs per tick (sequential rows: µs per forward), every depth:", ""]
     lines.append("| method | " + " | ".join(f"N={d}" for d in depths) + " |")
     lines.append("|---|" + "---:|" * len(depths))
     for m in _order(by_method):
@@ -134,7 +162,9 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = _groups(result)
-    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 4.2 * len(groups)), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    color = {m: ("k" if m == "floor" else cmap(i % 20)) for i, m in enumerate(METHODS)}
+    fig, axes = plt.subplots(len(groups), 2, figsize=(15, 4.3 * len(groups)), squeeze=False)
     for row, ((hidden, batch), by_method) in enumerate(groups.items()):
         depths = sorted({d for rows in by_method.values() for d in rows})
         ax_t, ax_s = axes[row]
@@ -143,27 +173,27 @@ def plot(result: dict, path: Path) -> None:
             if not pts:
                 continue
             fam = _family(m)
-            kw = dict(ls=PLOT_STYLE.get(fam, "-"), marker="o", ms=3, label=_label(m))
+            kw = dict(ls=PLOT_STYLE.get(fam, "-"), marker="o", ms=3, label=_label(m), color=color.get(m))
             if fam == "floor":
-                kw.update(color="k", lw=2.5, marker=None)
+                kw.update(lw=2.5, marker=None)
             ax_t.plot(*zip(*pts, strict=True), **kw)
             if fam in ("sequential", "floor"):
                 continue
             sp = [(d, fastest_sequential(by_method, d)[1] / us) for d, us in pts if fastest_sequential(by_method, d)]
             if sp:
                 ax_s.plot(*zip(*sp, strict=True), **kw)
-        ax_t.set(xscale="log", yscale="log", xlabel="layers N", ylabel="µs per tick / forward",
+        ax_t.set(xscale="log", yscale="log", xlabel="layers N", ylabel="µs per tick (sequential: per forward)",
                  title=f"{result['meta']['device_name']}: H={hidden}, batch {batch}")
-        ax_s.set(xscale="log", yscale="log", xlabel="layers N", ylabel="speed-up × over fastest sequential",
+        ax_s.set(xscale="log", yscale="log", xlabel="layers N", ylabel="× over the fastest sequential forward",
                  title="speed-up of one pipelined tick over one sequential forward")
         ax_s.axhline(1, color="grey", lw=0.8)
         for ax in (ax_t, ax_s):
             ax.set_xticks(depths, [str(d) for d in depths])
             ax.grid(True, which="both", alpha=0.3)
-        ax_t.legend(fontsize=6.5, loc="upper left")
+        ax_s.legend(*ax_t.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -179,10 +209,14 @@ def generated(results: list[dict], out: Path, figures: Path) -> str:
         except ValueError:
             rel = fig_path.as_posix()
         versions = ", ".join(f"{k} {meta[k]}" for k in ("torch", "jax") if k in meta)
+        graphs = f"CUDA graphs hold {meta['graph_ticks']} ticks, " if dev == "gpu" else ""
+        unroll = f" (unrolled {meta['unroll']}× for the fused ticks)" if meta.get("unroll", 1) > 1 else ""
+        over = (f" A waited-for trivial jitted call costs {meta['jax_call_us']:.1f} µs and one `lax.scan` iteration "
+                f"{meta['jax_scan_iteration_us']:.2f} µs here." if "jax_call_us" in meta else "")
         parts.append(f"## {meta['device_name']}\n\nMeasured {meta['date']} ({versions}; JAX backend "
-                     f"{meta.get('jax_backend')}); device copy bandwidth {meta['copy_bandwidth_GBps']:.0f} GB/s "
-                     f"(read + write); median of {meta['repeats']} samples per cell; CUDA graphs hold "
-                     f"{meta['graph_ticks']} ticks, lax.scan {meta['scan']}.")
+                     f"{meta.get('jax_backend')}); copy bandwidth {meta['copy_bandwidth_GBps']:.0f} GB/s "
+                     f"(read + write); median of {meta['repeats']} samples per cell; {graphs}lax.scan of "
+                     f"{meta['scan']} ticks{unroll}.{over}")
         if meta.get("skipped"):
             parts.append("Skipped (time budget): " + "; ".join(meta["skipped"]))
         for i, ((hidden, batch), by_method) in enumerate(_groups(result).items()):
