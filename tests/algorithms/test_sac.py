@@ -58,6 +58,7 @@ def _fake_buffer(episode_lengths: list[int], n_adds: int):
 
 
 _sample = jax.jit(sample_windows, static_argnums=(2, 3))
+_gather = jax.jit(gather)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,7 +68,7 @@ def test_windows_never_cross_an_episode_start_or_the_write_pointer(lengths, wind
     n_adds = max(n_adds, window)
     buf = _fake_buffer(lengths, n_adds)
     idx, first = _sample(buf, jax.random.PRNGKey(seed), 64, window)
-    w = gather(buf, idx)
+    w = _gather(buf, idx)
     times, starts, first = np.asarray(w.obs[..., 0]), np.asarray(w.start), np.asarray(first)
     oldest = max(0, n_adds - CAP)
     assert (times >= oldest).all() and (times < n_adds).all()  # only written, still stored slots
@@ -81,7 +82,7 @@ def test_windows_never_cross_an_episode_start_or_the_write_pointer(lengths, wind
 def test_the_sampler_reaches_every_valid_window_end():
     buf = _fake_buffer([3, 5, 2], 40)  # wrapped: slots hold times 24..39
     idx, _ = _sample(buf, jax.random.PRNGKey(0), 4096, 4)
-    last_times = set(np.asarray(gather(buf, idx).obs[:, -1, 0]).astype(int).tolist())
+    last_times = set(np.asarray(_gather(buf, idx).obs[:, -1, 0]).astype(int).tolist())
     assert last_times == set(range(24 + 3, 40))
 
 
@@ -354,3 +355,29 @@ def test_unknown_env_and_image_obs_errors():
         build_actor(SACConfig(), (10, 10, 3), 2)
     net = build_actor(SACConfig(arch="mlp", num_layers=2), (4,), 2)
     assert actor_window(net) == 3 and actor_window(net, 5) == 5
+
+
+# ============================================================================ the buffer is updated in place
+def test_no_step_copies_the_replay_buffer():
+    """The fused host step (store → sample → update → act) and the jitted training scan must write the
+    buffer in place: XLA may not copy a [capacity, ...] array per step (it did, 7× slower, when the
+    windows were read with a plain gather; see buffer._read)."""
+    cap = 54_321
+    config = SACConfig(**{**TOY, "buffer_size": cap, "total_timesteps": 10**6, "batch_size": 32})
+    driver = JaxDriver(config)
+    agent = driver.agent
+    runner = jax.vmap(driver.init)(jax.random.split(jax.random.PRNGKey(0), 1))  # 1 seed: XLA's DUS path
+    args = (jnp.zeros(1), jnp.zeros(1, bool), jnp.zeros(1, bool), jnp.zeros((1, 2)), jnp.zeros((1, 2)))
+
+    def host_step(r, *a):
+        r = agent.observe(r, *a)
+        r, m = agent.learn(r, config.policy_frequency)
+        return agent.act(r, "sample"), m
+
+    def copies(fn, *a):
+        hlo = jax.jit(jax.vmap(fn), donate_argnums=0).lower(runner, *a).compile().as_text()
+        return [line for line in hlo.splitlines() if " copy(" in line and str(cap) in line]
+
+    assert copies(host_step, *args) == []
+    assert copies(lambda r: driver.iterate(r, 3)) == []
+    assert copies(lambda r: driver.warmup(r, 3)) == []

@@ -255,11 +255,17 @@ class SACAgent:
         return runner._replace(buffer=buffer, actor_state=actor_state, obs=next_obs, start=done,
                                step=runner.step + 1)
 
+    def sample(self, runner: Runner):
+        """``(runner, windows, first)``: a batch of windows from the buffer (see :mod:`.buffer`)."""
+        key, k = jax.random.split(runner.key)
+        idx, first = sample_windows(runner.buffer, k, self.config.batch_size, self.window)
+        return runner._replace(key=key), gather(runner.buffer, idx), first
+
     def learn(self, runner: Runner, actor_updates: int):
-        key, k_s, k_u = jax.random.split(runner.key, 3)
-        idx, first = sample_windows(runner.buffer, k_s, self.config.batch_size, self.window)
-        window = gather(runner.buffer, idx)
-        sac, metrics = self.learner.update(runner.sac, window, first, k_u, actor_updates)
+        """One critic update and ``actor_updates`` actor/α updates on one batch of windows."""
+        runner, window, first = self.sample(runner)
+        key, k = jax.random.split(runner.key)
+        sac, metrics = self.learner.update(runner.sac, window, first, k, actor_updates)
         return runner._replace(sac=sac, key=key), metrics
 
     def schedule(self, t: int) -> tuple[bool, int, str]:
@@ -321,17 +327,29 @@ class JaxDriver:
 
     def iterate(self, runner: Runner, iterations: int):
         """``iterations`` × (policy_frequency steps with a critic update each, then policy_frequency actor
-        updates). Returns (runner, summary of episodes ended and mean losses)."""
-        pf = self.config.policy_frequency
+        updates on the last step's windows). Returns (runner, summary of episodes ended and mean losses).
+
+        The policy_frequency steps are an inner ``lax.scan`` (one buffer write and one read per loop
+        body: two writes in one body would make XLA copy the buffer, see ``buffer._read``)."""
+        pf, agent = self.config.policy_frequency, self.agent
+
+        def step(carry, _):
+            r = carry[0]
+            r, (ret, ended) = self._env_step(r, "sample")
+            r, window, first = agent.sample(r)
+            key, k = jax.random.split(r.key)
+            sac, m = agent.learner.critic_step(r.sac, window, first, k)
+            return (r._replace(sac=sac, key=key), window, first), (ret, ended, m)
 
         def body(r, _):
-            rets, ends = [], []
-            for i in range(pf):
-                r, (ret, ended) = self._env_step(r, "sample")
-                r, m = self.agent.learn(r, pf if i == pf - 1 else 0)
-                rets.append(ret)
-                ends.append(ended)
-            return r, (jnp.sum(jnp.stack(rets)), jnp.sum(jnp.stack(ends)), m)
+            example = agent.sample(r)
+            (r, window, first), (rets, ends, ms) = jax.lax.scan(step, (r, *example[1:]), None, length=pf)
+            key, k = jax.random.split(r.key)
+            sac = r.sac
+            for kk in jax.random.split(k, pf):
+                sac, m_actor = agent.learner.actor_step(sac, window, first, kk)
+            m = {**jax.tree.map(lambda x: x[-1], ms), **m_actor, "alpha": agent.learner.alpha(sac)}
+            return r._replace(sac=sac, key=key), (jnp.sum(rets), jnp.sum(ends), m)
 
         runner, (ret, ended, metrics) = jax.lax.scan(body, runner, None, length=iterations)
         return runner, _summary(ret, ended, metrics)
