@@ -148,6 +148,27 @@ def plain_loop(driver: HostDriver, warm: int, train: int) -> dict[str, float]:
     return {"random_phase_steps_per_s": random_sps, "train_steps_per_s": train_sps, "updates_per_s": train_sps}
 
 
+def jax_driver_speed(arch: str, steps: int = 500) -> dict[str, float]:
+    """The jitted driver on the JAX toy env (PointTarget-v0) with the same network sizes: agent steps/s of
+    ``JaxDriver.iterate`` (env step + critic update per step, actor updates every policy_frequency)."""
+    from pipelag.algorithms.sac.train import JaxDriver
+
+    cfg = SACConfig(env_id="PointTarget-v0", arch=arch, learning_starts=1000, total_timesteps=10**7,
+                    buffer_size=1_000_000, eval_episodes=0).validate()
+    d = JaxDriver(cfg)
+    it = cfg.policy_frequency
+    runner = jax.jit(jax.vmap(d.init))(jax.random.split(jax.random.PRNGKey(0), 1))
+    runner, _ = jax.jit(jax.vmap(lambda r: d.warmup(r, cfg.learning_starts)))(runner)
+    f = jax.jit(jax.vmap(lambda r: d.iterate(r, steps // it)), donate_argnums=0)
+    runner, _ = f(runner)
+    jax.block_until_ready(runner.sac)
+    t0 = time.perf_counter()
+    runner, _ = f(runner)
+    jax.block_until_ready(runner.sac)
+    sps = (steps // it) * it / (time.perf_counter() - t0)
+    return {"train_steps_per_s": sps, "updates_per_s": sps}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="HalfCheetah-v4")
@@ -169,6 +190,7 @@ def main(argv=None):
             "env_only_steps_per_s": env_only(driver, 3000),
             "pipelag_host_driver": pipelag_loop(driver, args.warm, args.train),
             "plain_host_loop": plain_loop(driver, args.warm, args.train),
+            "jax_driver_on_PointTarget": jax_driver_speed(args.arch),
         }
     finally:
         driver.close()
