@@ -381,3 +381,17 @@ def test_no_step_copies_the_replay_buffer():
     assert copies(host_step, *args) == []
     assert copies(lambda r: driver.iterate(r, 3)) == []
     assert copies(lambda r: driver.warmup(r, 3)) == []
+
+
+def test_action_repeat_baseline_is_realtime_with_an_instantaneous_actor():
+    """SAC-repeat-2 (Table 4): δ = 2 through the RealTime wrapper, an instantaneous actor (window 1);
+    the pipelined actor at δ = 2 keeps its delay in ticks (window 4)."""
+    from pipelag.envs.wrappers import RealTime
+
+    rep = JaxDriver(SACConfig(**{**TOY, "arch": "mlp", "instantaneous": True, "action_history": 0, "delta": 2}))
+    assert rep.agent.window == 1 and isinstance(rep.env.env, RealTime) and rep.env.env.delta == 2
+    assert rep.spec.eval_max_steps == 4  # 8 env steps = 4 agent steps
+    piped = JaxDriver(SACConfig(**{**TOY, "delta": 2}))
+    assert piped.agent.window == 4 and piped.agent.net.env_steps_per_tick == 2
+    half = JaxDriver(SACConfig(**{**TOY, "delta": 0.5}))
+    assert half.agent.window == 3 and not isinstance(half.env.env, RealTime)

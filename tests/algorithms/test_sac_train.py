@@ -61,6 +61,8 @@ def test_jax_run_directory_and_exact_resume(tmp_path, toy_setup):
         run(cfg.replace(gamma=0.5), tmp_path / "part", num_seeds=2, resume=True, progress=False)
     with open(tmp_path / "part" / "metrics.jsonl", "a") as f:  # as if it crashed after logging past the checkpoint
         f.write('{"step": 400, "q_loss": 1.0}\n{"step": 5')
+    ns = type("NS", (), {"resume": True, "out": str(tmp_path / "part")})()
+    assert config_from_args(ns) == (cfg, 2, 0)  # the CLI's --resume reads the stored config back
     resumed = run(cfg, tmp_path / "part", num_seeds=2, resume=True, driver=driver, progress=False)
     for a, b in zip(jax.tree.leaves(full["runner"]), jax.tree.leaves(resumed["runner"]), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
