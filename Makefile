@@ -10,7 +10,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# torch only for the inference-benchmark tests: pin the CPU build that CI machines hold locally
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,bench,mujoco]'
 	touch $(STAMP)
 
 run: setup
