@@ -26,3 +26,24 @@ def test_errors_are_one_line_without_traceback(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("algo, env, arch", [("ppo", "MinAtar/Breakout-v0", "cnn-skip"),
+                                             ("sac", None, None)])
+def test_train_dispatches_with_each_algorithms_defaults(monkeypatch, algo, env, arch):
+    import pipelag.algorithms.ppo.cli as ppo_cli
+    import pipelag.algorithms.sac.cli as sac_cli
+
+    seen = {}
+    for mod in (ppo_cli, sac_cli):
+        monkeypatch.setattr(mod, "run_train", lambda args, m=mod: seen.update(module=m, args=args) or 0)
+    assert main(["train", "--algo", algo, "--seeds", "2"]) == 0
+    assert seen["module"] is (ppo_cli if algo == "ppo" else sac_cli)
+    # SAC must not inherit PPO's MinAtar/CNN defaults (it fills HalfCheetah / mlp-proj-from-obs itself)
+    assert (seen["args"].env, seen["args"].arch, seen["args"].seeds) == (env, arch, 2)
+
+
+def test_train_rejects_an_arch_that_does_not_fit_the_env(capsys):
+    assert main(["train", "--algo", "ppo", "--arch", "mlp", "--total-steps", "2048", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "flat observation vector" in err and "Traceback" not in err

@@ -77,22 +77,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build every architecture and print its delay profile")
     p.set_defaults(func=cmd_demo)
 
+    _add_train_parser(sub)
     for register in _plugin_parsers():
         register(sub)
     return parser
 
 
+# flags `pipelag train` shares between algorithms: each algorithm fills its own defaults
+_SHARED_TRAIN_FLAGS = ("env", "arch", "delta", "default_policy", "action_history", "init_activations", "seeds",
+                       "seed", "instantaneous")
+
+
+def _add_train_parser(sub) -> None:
+    from pipelag.algorithms.ppo.cli import add_train_parser as add_ppo_flags
+    from pipelag.algorithms.sac.cli import add_sac_arguments
+
+    p = add_ppo_flags(sub)
+    p.description = ("Train an agent with a pipelined actor: --algo ppo (discrete actions: MinAtar, MiniGrid; "
+                     "whole training jit-compiled, seeds vmapped) or --algo sac (continuous actions: MuJoCo "
+                     "through gymnasium, or a JAX env). Shared flags default per algorithm.")
+    p.set_defaults(func=_run_train, **dict.fromkeys(_SHARED_TRAIN_FLAGS))
+    add_sac_arguments(p, shared=False)
+
+
+def _run_train(args) -> int:
+    if args.algo == "sac":
+        from pipelag.algorithms.sac.cli import run_train
+
+        return run_train(args)
+    if args.algo != "ppo":
+        raise PipelagError(f"unknown algorithm {args.algo!r}; choose one of: ppo, sac")
+    from pipelag.algorithms.ppo.cli import add_train_parser as add_ppo_flags
+    from pipelag.algorithms.ppo.cli import run_train
+
+    defaults = add_ppo_flags(argparse.ArgumentParser().add_subparsers())
+    for name in _SHARED_TRAIN_FLAGS:
+        if getattr(args, name) is None:
+            setattr(args, name, defaults.get_default(name))
+    return run_train(args)
+
+
 def _plugin_parsers():
-    """Subcommands that live beside their algorithms (train, bench...)."""
-    registrars = []
-    for module, attr in (("pipelag.algorithms.ppo.cli", "add_train_parser"),
-                         ("pipelag.runtime.cli", "add_bench_parser")):
-        try:
-            mod = __import__(module, fromlist=[attr])
-        except ImportError:
-            continue
-        registrars.append(getattr(mod, attr))
-    return registrars
+    """Subcommands that live beside their code (bench, sweep/report)."""
+    from pipelag.experiments.cli import add_parsers as add_experiment_parsers
+    from pipelag.runtime.cli import add_bench_parser
+
+    return [add_bench_parser, add_experiment_parsers]
 
 
 def main(argv: list[str] | None = None) -> int:
