@@ -257,3 +257,25 @@ def test_every_spec_maps_onto_the_trainers_configs():
                 t.spec["env"], t.spec["delta"], t.spec["arch"], t.spec["steps"])
             n += 1
     assert n > 300
+
+
+def test_trainer_options_reach_the_trainer_and_are_part_of_the_run_identity(tmp_path, fake_dir):
+    seen = []
+
+    def trainer(config, seeds, out_dir):
+        seen.append(_trainer_fields(config))
+        return counting_trainer(config, seeds, out_dir)
+
+    quick = Budget(0.001, 1, (("eval_episodes", 4), ("eval_max_steps", 100)))
+    rep = sweep("table3", quick, tmp_path, trainer=trainer, log=QUIET)
+    assert len(rep.done) == 15 and all(f["eval_episodes"] == 4 and f["eval_max_steps"] == 100 for f in seen)
+    rep = sweep("table3", Budget(0.001, 1), tmp_path, trainer=trainer, log=QUIET)  # other runs: trained anew
+    assert len(rep.done) == 15 and "eval_episodes" not in seen[-1]
+    assert quick.cli_args() == " --budget 0.001 --seeds 1 --set eval_episodes=4 --set eval_max_steps=100"
+
+    from pipelag.experiments.cli import main
+
+    assert main(["sweep", "table3", "--budget", "0.001", "--seeds", "1", "--set", "eval_episodes=4", "--set",
+                 "eval_max_steps=100", "--out", str(tmp_path), "--trainer",
+                 "tests.experiments.test_sweep:counting_trainer"]) == 0
+    assert len(calls(fake_dir)) == 30  # nothing new: the same options name the same runs

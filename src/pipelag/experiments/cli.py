@@ -4,6 +4,7 @@ subparsers. ``python -m pipelag.experiments.cli`` runs them on their own."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from pipelag.errors import PipelagError
@@ -29,6 +30,23 @@ def _positive(text: str) -> int:
     return n
 
 
+def _option(text: str) -> tuple[str, object]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _budget(args):
+    from pipelag.experiments.definitions import Budget
+
+    return Budget(args.budget, args.seeds, tuple(args.set or ()))
+
+
 def _list(out=print) -> int:
     from pipelag.experiments.definitions import EXPERIMENTS
 
@@ -38,12 +56,11 @@ def _list(out=print) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from pipelag.experiments.definitions import Budget
     from pipelag.experiments.sweep import sweep
 
     if args.experiment == "list":
         return _list()
-    rep = sweep(args.experiment, Budget(args.budget, args.seeds), args.out, trainer=args.trainer,
+    rep = sweep(args.experiment, _budget(args), args.out, trainer=args.trainer,
                 backend=args.backend, workers=args.workers, ray_address=args.ray_address,
                 gpus_per_run=args.gpus_per_run, dry_run=args.dry_run)
     print(rep.summary(), flush=True)
@@ -51,12 +68,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pipelag.experiments.definitions import Budget
     from pipelag.experiments.report import report
 
     if args.experiment == "list":
         return _list()
-    md, paths = report(args.experiment, Budget(args.budget, args.seeds), args.out, metric=args.metric,
+    md, paths = report(args.experiment, _budget(args), args.out, metric=args.metric,
                        plots=not args.no_plots)
     print(md)
     print("written: " + ", ".join(str(p) for p in paths.values()))
@@ -72,6 +88,9 @@ def add_parsers(subparsers) -> None:
     common.add_argument("--seeds", type=_positive, default=None,
                         help="seeds per run (default: the paper's count, mostly 3)")
     common.add_argument("--out", default="runs", help="sweep directory holding results.jsonl (default runs/)")
+    common.add_argument("--set", type=_option, action="append", metavar="KEY=VALUE",
+                        help="a trainer config field for every run, e.g. --set eval_episodes=10 (JSON values; "
+                             "part of the runs' identity, so give the same to report)")
 
     p = subparsers.add_parser("sweep", parents=[common], help="train an experiment's grid (skips finished runs)",
                               description="Train every missing (run, seed) of a paper table/figure. Finished runs "

@@ -141,17 +141,20 @@ def _dropout_variant(p: float) -> str:
 # ============================================================================ budget, cells, specs
 @dataclass(frozen=True)
 class Budget:
-    """``fraction`` of the paper's steps (rounded to the domain's granularity, at least one unit) and, if
-    given, ``seeds`` seeds for every run instead of the paper's count."""
+    """``fraction`` of the paper's steps (rounded to the domain's granularity, at least one unit), if given
+    ``seeds`` seeds for every run instead of the paper's count, and ``options``: trainer config fields set
+    for every run (e.g. ``(("eval_episodes", 10),)`` for a quick look; they are part of the runs' specs)."""
 
     fraction: float = 1.0
     seeds: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         if not (isinstance(self.fraction, int | float) and 0 < self.fraction <= 1):
             raise PipelagError(f"--budget must be a fraction in (0, 1], got {self.fraction!r}")
         if self.seeds is not None and (not isinstance(self.seeds, int) or self.seeds < 1):
             raise PipelagError(f"--seeds must be a positive integer, got {self.seeds!r}")
+        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in dict(self.options).items())))
 
     def steps(self, domain: Domain) -> int:
         g = domain.step_granularity
@@ -162,7 +165,21 @@ class Budget:
 
     def describe(self) -> str:
         s = f"budget {self.fraction:g}"
-        return s + (f", {self.seeds} seeds" if self.seeds is not None else ", the paper's seeds")
+        s += f", {self.seeds} seeds" if self.seeds is not None else ", the paper's seeds"
+        return s + "".join(f", {k}={v}" for k, v in self.options)
+
+    def cli_args(self) -> str:
+        """The command-line flags that give this budget."""
+        s = f" --budget {self.fraction:g}" if self.fraction != 1 else ""
+        s += f" --seeds {self.seeds}" if self.seeds is not None else ""
+        return s + "".join(f" --set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.options)
+
+    def tag(self) -> str:
+        """A file-name tag: ``b0.1-s3`` (plus a hash of the options)."""
+        s = f"b{self.fraction:g}" + (f"-s{self.seeds}" if self.seeds is not None else "")
+        if self.options:
+            s += "-o" + hashlib.sha1(json.dumps(self.options, default=str).encode()).hexdigest()[:6]
+        return s
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,8 @@ class Cell:
             spec["dropout"] = float(v.dropout)
         if self.env_options:
             spec["env_options"] = dict(self.env_options)
+        if budget.options:
+            spec["trainer_options"] = dict(budget.options)
         return spec
 
     def unsupported(self) -> str | None:
@@ -219,8 +238,8 @@ def run_key(spec: dict[str, Any]) -> str:
 
 def describe_spec(spec: dict[str, Any]) -> str:
     extra = [f"{k}={spec[k]}" for k in ("num_layers", "action_history", "frame_stack", "dropout") if spec.get(k)]
-    if spec.get("env_options"):
-        extra += [f"{k}={v}" for k, v in sorted(spec["env_options"].items())]
+    for group in ("env_options", "trainer_options"):
+        extra += [f"{k}={v}" for k, v in sorted((spec.get(group) or {}).items())]
     inst = " instantaneous" if spec.get("instantaneous") else ""
     return (f"{spec['algo']} {spec['env']} δ={spec['delta']:g} {spec['arch']}{inst} "
             f"{' '.join(extra)} steps={spec['steps']}").replace("  ", " ")

@@ -100,12 +100,7 @@ def _returns(cell: Cell, budget: Budget, by_key: dict[str, dict[int, dict]], met
 
 
 def _sweep_command(exp: Experiment, budget: Budget, out: Path) -> str:
-    cmd = f"pipelag sweep {exp.name}"
-    if budget.fraction != 1:
-        cmd += f" --budget {budget.fraction:g}"
-    if budget.seeds is not None:
-        cmd += f" --seeds {budget.seeds}"
-    return cmd + f" --out {out}"
+    return f"pipelag sweep {exp.name}{budget.cli_args()} --out {out}"
 
 
 def _paper_lookup(ref: PaperRef, fallback_tables: tuple[str, ...]) -> paper_numbers.PaperNumber | None:
@@ -366,7 +361,7 @@ def plot(res: ExperimentResult, path: str | os.PathLike) -> Path:
 
 # ============================================================================ the command
 def report_paths(exp: Experiment, budget: Budget, out: Path) -> tuple[Path, Path]:
-    stem = f"{exp.name}-b{budget.fraction:g}" + (f"-s{budget.seeds}" if budget.seeds is not None else "")
+    stem = f"{exp.name}-{budget.tag()}"
     return out / "reports" / f"{stem}.md", out / "reports" / f"{stem}.png"
 
 

@@ -96,6 +96,7 @@ def _trainer_fields(config: dict[str, Any]) -> dict[str, Any]:
     for k in ("num_layers", "dropout"):
         if k in config:
             out[k] = config[k]
+    out.update(config.get("trainer_options") or {})
     return out
 
 
