@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 
-def measure(config, seeds: int, updates: int, repeat: int = 1) -> dict:
+def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bool = True) -> dict:
     from pipelag.algorithms.ppo import PPO
 
     ppo = PPO(config)
@@ -31,8 +31,10 @@ def measure(config, seeds: int, updates: int, repeat: int = 1) -> dict:
     t0 = time.perf_counter()
     step = jax.jit(jax.vmap(lambda r: ppo.run_updates(r, updates))).lower(rs).compile()
     compile_s = time.perf_counter() - t0
-    rollout = jax.jit(jax.vmap(lambda r: jax.lax.scan(lambda r, _: (ppo.rollout(r)[0], None), r, None,
-                                                      length=updates)[0])).lower(rs).compile()
+    rollout = None
+    if rollout_split:
+        rollout = jax.jit(jax.vmap(lambda r: jax.lax.scan(lambda r, _: (ppo.rollout(r)[0], None), r, None,
+                                                          length=updates)[0])).lower(rs).compile()
     out = step(rs)  # warm-up
     jax.block_until_ready(out)
     times, r_times = [], []
@@ -41,15 +43,17 @@ def measure(config, seeds: int, updates: int, repeat: int = 1) -> dict:
         out = step(rs)
         jax.block_until_ready(out)
         times.append(time.perf_counter() - t0)
-        jax.block_until_ready(rollout(rs))
-        t0 = time.perf_counter()
-        jax.block_until_ready(rollout(rs))
-        r_times.append(time.perf_counter() - t0)
+        if rollout is not None:
+            jax.block_until_ready(rollout(rs))
+            t0 = time.perf_counter()
+            jax.block_until_ready(rollout(rs))
+            r_times.append(time.perf_counter() - t0)
     wall = min(times)
     steps = updates * config.batch_size
     sps = steps * seeds / wall
     return {"seeds": seeds, "updates": updates, "agent_steps_per_seed": steps, "compile_s": compile_s,
-            "wall_s": wall, "rollout_s": min(r_times), "steps_per_s": sps, "steps_per_s_per_seed": sps / seeds,
+            "wall_s": wall, "rollout_s": min(r_times) if r_times else float("nan"), "steps_per_s": sps,
+            "steps_per_s_per_seed": sps / seeds,
             # wall time to train every one of the `seeds` agents (together, vmapped) for 10M steps
             "wall_s_per_10M_steps_each": 1e7 / (sps / seeds)}
 
@@ -65,6 +69,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=500_000, help="agent steps per seed to time")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--no-rollout-split", action="store_true", help="do not time the rollout part alone")
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args(argv)
     cfg = PPOConfig(env_id=args.env, arch=args.arch, action_history=args.action_history,
@@ -76,7 +81,7 @@ def main(argv=None):
           flush=True)
     rows = []
     for s in args.seeds:
-        rows.append(measure(cfg, s, updates, args.repeat))
+        rows.append(measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split))
         r = rows[-1]
         print(f"  seeds={s}: compile {r['compile_s']:.1f}s, run {r['wall_s']:.2f}s (rollout part "
               f"{r['rollout_s']:.2f}s)", flush=True)

@@ -107,3 +107,28 @@ def test_cli_errors_are_one_line(argv, match, capsys):
 def test_cli_resume_without_checkpoint(tmp_path, capsys):
     code, err = _cli(["--resume", "--out", str(tmp_path / "nothing")], capsys)
     assert code == 2 and "nothing to resume" in err
+
+
+def test_time_budget_shrinks_the_run_once(tmp_path, resume_setup, monkeypatch):
+    """With a fake clock (5 s per reading, ~10 s per chunk), 6 updates (3 chunks of 2) do not fit in 30 s: the run
+    restarts once with fewer updates (a multiple of the chunk) and finishes; config.json says so."""
+    import pipelag.algorithms.ppo.train as train_mod
+
+    cfg, env, runner = resume_setup
+
+    class Clock:
+        t = 0.0
+
+        def perf_counter(self):
+            self.t += 5.0
+            return self.t
+
+    monkeypatch.setattr(train_mod, "time", Clock())
+    res = run(cfg, [0, 1], out_dir=tmp_path / "budget", runner=runner, progress=False, time_budget_s=30.0)
+    assert res["planned_total_timesteps"] == cfg.total_timesteps
+    assert 0 < res["agent_steps"] < cfg.total_timesteps and res["num_updates"] % cfg.chunk_size == 0
+    stored = json.loads((tmp_path / "budget" / "config.json").read_text())
+    assert stored["config"]["total_timesteps"] == res["agent_steps"]
+    assert stored["time_budget"]["planned_total_timesteps"] == cfg.total_timesteps
+    curves = np.load(tmp_path / "budget" / "curves.npz")
+    assert curves["episode_return"].shape == (2, res["num_updates"])

@@ -43,6 +43,7 @@ class PPOConfig:
     #: undelayed critic: "auto" = "cnn" for images, "mlp" for vectors
     critic_arch: str = "auto"
     critic_hidden: int | None = None
+    #: None: the paper code's 16/32/32 trunk on MinAtar-sized images, the 32/64/64 preset on larger ones
     critic_channels: tuple[int, ...] | None = None
     # ---------------------------------------------------------------- PPO (Table 6)
     total_timesteps: int = 10_000_000

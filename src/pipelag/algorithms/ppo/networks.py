@@ -42,9 +42,21 @@ def critic_arch_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> str:
     return "cnn" if len(obs_shape) == 3 else "mlp"
 
 
+#: the paper code's critic trunk on MinAtar-sized images (16/32/32 channels, then 512 units)
+SMALL_CRITIC_CHANNELS = (16, 32, 32)
+
+
+def critic_channels_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if config.critic_channels is not None:
+        return config.critic_channels
+    if len(obs_shape) == 3 and obs_shape[0] < 32:  # the "minatar" CNN preset (stride 1, same padding)
+        return SMALL_CRITIC_CHANNELS
+    return None  # the architecture's preset (MiniGrid: 32/64/64, strides 4/2/1)
+
+
 def build_critic(config: PPOConfig, obs_shape: tuple[int, ...]) -> PipelinedNetwork:
     return build_network(critic_arch_for(config, obs_shape), obs_shape, 1, instantaneous=True, head_init_scale=1.0,
-                         hidden=config.critic_hidden, channels=config.critic_channels)
+                         hidden=config.critic_hidden, channels=critic_channels_for(config, obs_shape))
 
 
 def build_actor_critic(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int | None):

@@ -394,6 +394,7 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
 
     ckpt_every = max(1, math.ceil(c.checkpoint_every / chunk)) * chunk if c.checkpoint_every else None
     chunks_run = 0
+    budget_checked = resuming or not time_budget_s
     stopped_by_time = False
     while done < total:
         n = min(chunk, total - done)
@@ -411,7 +412,8 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
         m = {k: np.asarray(v) for k, v in m.items()}
         for k in METRIC_NAMES:
             curves[k].append(m[k])
-        if time_budget_s and chunks_run == 2 and not resuming:
+        if not budget_checked and chunks_run == 2:
+            budget_checked = True
             reserve = 0.05 * time_budget_s + timing["compile_s"]  # evaluation: compile and run
             fits = int((time_budget_s - (time.perf_counter() - t_start) - reserve) / (dt / n)) + done
             if fits < total:
