@@ -105,6 +105,7 @@ ALIGN_CASES = [
     ("cnn-instant-init", "cnn", True, {"init_activations": "instant", "channels": (4, 8, 8), "hidden": 16}),
     ("instantaneous-hist1", "mlp", False, {"instantaneous": True, "action_history": 1}),
     ("delta-half", "mlp-proj-from-obs", False, {"delta": 0.5}),
+    ("delta-2-realtime", "mlp-proj-to-action", False, {"delta": 2.0, "action_history": 1}),
 ]
 
 
@@ -117,6 +118,7 @@ def test_unrolled_logprobs_equal_rollout_logprobs_before_update(name, arch, imag
     cfg = PPOConfig(env_id="toy", arch=arch, hidden=kw.pop("hidden", 32), num_envs=4, num_steps=12,
                     total_timesteps=48, critic_hidden=16, critic_channels=(4, 4, 4) if image else None, **kw)
     ppo = PPO(cfg, env)
+    assert ("RealTime" in repr(ppo.env)) == (cfg.delta > 1)  # δ > 1: δ env steps per agent step
     rs = ppo.init(jax.random.PRNGKey(3))
     rs, _ = jax.jit(ppo.rollout)(rs)  # a first rollout: the second starts mid-episode with non-zero activations
     state0 = rs.actor_state
