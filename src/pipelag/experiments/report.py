@@ -350,7 +350,8 @@ def plot(res: ExperimentResult, path: str | os.PathLike) -> Path:
             if sec:
                 ax.set_title(sec, fontsize=9)
             ax.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{exp.source}: {exp.title} ({res.budget.describe()}; paper = black marks)", fontsize=9)
+    paper_mark = "dashed crosses" if exp.plot.kind == "lines" else "black marks"
+    fig.suptitle(f"{exp.source}: {exp.title} ({res.budget.describe()}; paper = {paper_mark})", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
