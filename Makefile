@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch only for the inference-benchmark tests: pin the CPU build that CI machines hold locally
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,bench,mujoco]'
+	$(PY) -m pip install -q -e '.[dev,bench,mujoco,sweep]'
 	touch $(STAMP)
 
 run: setup
