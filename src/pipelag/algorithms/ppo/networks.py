@@ -88,7 +88,8 @@ def instant_values(net: PipelinedNetwork, params, obs: jax.Array) -> jax.Array:
 
 # ---------------------------------------------------------------------------- time-parallel unroll
 def supports_parallel_unroll(net: PipelinedNetwork) -> bool:
-    return not any(n.op == "lstm" for n in net.graph.nodes)
+    # an LSTM is a true recurrence; a frame stack kept in the network state is not rebuilt here
+    return net.obs_history == 1 and not any(n.op == "lstm" for n in net.graph.nodes)
 
 
 def _histories(net: PipelinedNetwork, state0, action_seq: jax.Array, resets: jax.Array):
