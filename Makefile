@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,bench,mujoco,sweep]'
 	touch $(STAMP)
 
+# the main job on its embedded default: delay profiles, then a short PPO run of the paper's MinAtar
+# skip & aug agent on Breakout (small networks so it finishes in a few minutes on a 2-core CPU;
+# the paper-size run is the same command without --set, on a GPU: see docs/ppo.md)
 run: setup
 	$(VENV)/bin/pipelag demo
+	$(VENV)/bin/pipelag train --algo ppo --env MinAtar/Breakout-v0 --arch cnn-skip-res --action-history 1 \
+		--total-steps 16384 --eval-episodes 8 --set 'channels=[8,16,16]' --set hidden=64 --out runs/demo
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
