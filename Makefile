@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/pipelag demo
 	$(VENV)/bin/pipelag train --algo ppo --env MinAtar/Breakout-v0 --arch cnn-skip-res --action-history 1 \
-		--total-steps 16384 --eval-episodes 8 --set 'channels=[8,16,16]' --set hidden=64 --out runs/demo
+		--total-steps 16384 --eval-episodes 8 --set 'channels=[8,16,16]' --set hidden=64 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
