@@ -106,7 +106,8 @@ def _run_train(args) -> int:
 
         return run_train(args)
     if args.algo != "ppo":
-        raise PipelagError(f"unknown algorithm {args.algo!r}; choose one of: ppo, sac")
+        print(f"pipelag train: error: unknown algorithm {args.algo!r}; choose one of: ppo, sac", file=sys.stderr)
+        return 2
     from pipelag.algorithms.ppo.cli import add_train_parser as add_ppo_flags
     from pipelag.algorithms.ppo.cli import run_train
 

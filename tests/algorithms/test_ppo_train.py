@@ -10,7 +10,7 @@ import pytest
 
 from pipelag.algorithms.common.toy_envs import DelayedCue
 from pipelag.algorithms.ppo import PPOConfig, Runner, run, train_seeds
-from pipelag.algorithms.ppo.cli import main as cli_main
+from pipelag.cli import main as cli_main
 from pipelag.errors import PipelagError
 
 

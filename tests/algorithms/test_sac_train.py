@@ -11,8 +11,8 @@ import pytest
 
 from pipelag.algorithms.sac import SACConfig, make_train
 from pipelag.algorithms.sac.cli import config_from_args
-from pipelag.algorithms.sac.cli import main as cli_main
 from pipelag.algorithms.sac.train import make_driver, run
+from pipelag.cli import main as cli_main
 from pipelag.errors import PipelagError
 
 SMALL = dict(hidden=32, critic_hidden=32, batch_size=32, q_lr=3e-3, policy_lr=1e-3)
@@ -119,13 +119,14 @@ def test_cli_config_and_errors(tmp_path, capsys):
     assert (cfg.env_id, cfg.delta, cfg.batch_size, cfg.arch, cfg.action_history) == (
         "Hopper-v4", 2.0, 64, "mlp-proj-from-obs", 2)
     assert (num_seeds, seed) == (1, 0)
+    SAC = ["train", "--algo", "sac"]
     for argv, message in [
-        (["train-sac", "--env", "PointTarget-v0"], "--out is required"),
-        (["train-sac", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "a")], "unknown env"),
-        (["train-sac", "--env", "PointTarget-v0", "--delta", "-1", "--out", str(tmp_path / "b")], "delta"),
-        (["train-sac", "--env", "PointTarget-v0", "--arch", "cnn", "--out", str(tmp_path / "c")], "MLP actors"),
-        (["train-sac", "--env", "PointTarget-v0", "--set", "nope=1", "--out", str(tmp_path / "d")], "unknown SAC"),
-        (["train-sac", "--resume", "--out", str(tmp_path / "e")], "nothing to resume"),
+        ([*SAC, "--env", "PointTarget-v0"], "--out is required"),
+        ([*SAC, "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "a")], "unknown env"),
+        ([*SAC, "--env", "PointTarget-v0", "--delta", "-1", "--out", str(tmp_path / "b")], "delta"),
+        ([*SAC, "--env", "PointTarget-v0", "--arch", "cnn", "--out", str(tmp_path / "c")], "MLP actors"),
+        ([*SAC, "--env", "PointTarget-v0", "--set", "nope=1", "--out", str(tmp_path / "d")], "unknown SAC"),
+        ([*SAC, "--resume", "--out", str(tmp_path / "e")], "nothing to resume"),
     ]:
         assert cli_main(argv) == 2
         err = capsys.readouterr().err

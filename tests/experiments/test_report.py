@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from pipelag.cli import main
 from pipelag.errors import PipelagError
-from pipelag.experiments.cli import main
 from pipelag.experiments.definitions import Budget, Cell, Entry, Experiment, PlotSpec, Row, get_experiment, run_key
 from pipelag.experiments.report import compute, markdown, mean_se, plot, report
 from pipelag.experiments.store import ResultStore, make_record

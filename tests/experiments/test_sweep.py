@@ -174,7 +174,7 @@ def test_a_trainer_returning_garbage_is_a_failure_not_a_record(tmp_path, fake_di
 
 def test_a_killed_sweep_keeps_every_finished_record_and_a_rerun_completes_the_rest(tmp_path, fake_dir):
     env = {**os.environ, "PIPELAG_KILL_AT": "4", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "pipelag.experiments.cli", "sweep", "table3", "--budget", "0.001", "--out",
+    cmd = [sys.executable, "-m", "pipelag.cli", "sweep", "table3", "--budget", "0.001", "--out",
            str(tmp_path), "--trainer", "tests.experiments.test_sweep:killing_trainer"]
     p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == -signal.SIGKILL, p.stderr
@@ -273,7 +273,7 @@ def test_trainer_options_reach_the_trainer_and_are_part_of_the_run_identity(tmp_
     assert len(rep.done) == 15 and "eval_episodes" not in seen[-1]
     assert quick.cli_args() == " --budget 0.001 --seeds 1 --set eval_episodes=4 --set eval_max_steps=100"
 
-    from pipelag.experiments.cli import main
+    from pipelag.cli import main
 
     assert main(["sweep", "table3", "--budget", "0.001", "--seeds", "1", "--set", "eval_episodes=4", "--set",
                  "eval_max_steps=100", "--out", str(tmp_path), "--trainer",

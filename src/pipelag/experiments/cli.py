@@ -1,13 +1,10 @@
 """``pipelag sweep`` and ``pipelag report``: :func:`add_parsers` registers both on the main CLI's
-subparsers. ``python -m pipelag.experiments.cli`` runs them on their own."""
+subparsers (`pipelag sweep`, `pipelag report`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-
-from pipelag.errors import PipelagError
 
 
 def _fraction(text: str) -> float:
@@ -116,21 +113,3 @@ def add_parsers(subparsers) -> None:
                         "train_last5pct")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG")
     p.set_defaults(func=cmd_report)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipelag", description=__doc__)
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except PipelagError as e:
-        print(f"pipelag: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pipelag: interrupted; finished runs are in the store, rerun to continue", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from pipelag.algorithms.common.cli_args import parse_pairs
 from pipelag.errors import PipelagError
 
 ALGORITHMS = ("ppo",)
@@ -60,23 +60,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _pairs(items: list[str], what: str) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise PipelagError(f"{what} must look like KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = _parse_value(v)
-    return out
-
-
 def config_from_args(args: argparse.Namespace):
     """(PPOConfig, seeds) from parsed arguments (or from the run directory when resuming)."""
     from pipelag.algorithms.common.io import read_json
@@ -98,7 +81,7 @@ def config_from_args(args: argparse.Namespace):
         raise PipelagError(f"--seeds must be ≥ 1, got {args.seeds}")
     fields = {f.name for f in dataclasses.fields(PPOConfig)}
     kw: dict[str, Any] = {
-        "env_id": args.env, "env_options": _pairs(args.env_option, "--env-option"), "arch": args.arch,
+        "env_id": args.env, "env_options": parse_pairs(args.env_option, "--env-option"), "arch": args.arch,
         "instantaneous": args.instantaneous, "delta": args.delta, "default_policy": args.default_policy,
         "action_history": args.action_history, "frame_stack": args.frame_stack,
         "init_activations": args.init_activations,
@@ -108,7 +91,7 @@ def config_from_args(args: argparse.Namespace):
                        ("checkpoint_every", "checkpoint_every")):
         if getattr(args, flag) is not None:
             kw[name] = getattr(args, flag)
-    for k, v in _pairs(args.set, "--set").items():
+    for k, v in parse_pairs(args.set, "--set").items():
         if k not in fields:
             raise PipelagError(f"--set {k}: unknown PPO config field; fields: {', '.join(sorted(fields))}")
         kw[k] = v
@@ -130,16 +113,3 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"pipelag train: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m pipelag.algorithms.ppo.cli ...``) until the main CLI wires it in."""
-    parser = argparse.ArgumentParser(prog="pipelag")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_train_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from pipelag.algorithms.common.cli_args import parse_pairs
 from pipelag.errors import PipelagError
 
 #: SAC's defaults for the flags it shares with ``pipelag train`` (PPO's defaults differ)
@@ -81,23 +81,6 @@ def add_train_parser(subparsers, name: str = "train-sac") -> argparse.ArgumentPa
     return p
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise PipelagError(f"{what} must look like KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = _parse_value(v)
-    return out
-
-
 def _arg(args, name: str, default: Any = None) -> Any:
     v = getattr(args, name, None)
     return SAC_DEFAULTS.get(name, default) if v is None else v
@@ -127,7 +110,7 @@ def config_from_args(args: argparse.Namespace):
         raise PipelagError(f"--seeds must be ≥ 1, got {num_seeds}")
     fields = {f.name for f in dataclasses.fields(SACConfig)}
     kw: dict[str, Any] = {
-        "env_id": _arg(args, "env"), "env_options": _pairs(getattr(args, "env_option", None), "--env-option"),
+        "env_id": _arg(args, "env"), "env_options": parse_pairs(getattr(args, "env_option", None), "--env-option"),
         "arch": _arg(args, "arch"), "instantaneous": bool(_arg(args, "instantaneous")),
         "delta": float(_arg(args, "delta")), "default_policy": _arg(args, "default_policy"),
         "action_history": int(_arg(args, "action_history")), "init_activations": _arg(args, "init_activations"),
@@ -138,7 +121,7 @@ def config_from_args(args: argparse.Namespace):
                        ("learning_starts", "learning_starts"), ("buffer_size", "buffer_size")):
         if getattr(args, flag, None) is not None:
             kw[name] = getattr(args, flag)
-    for k, v in _pairs(getattr(args, "set", None), "--set").items():
+    for k, v in parse_pairs(getattr(args, "set", None), "--set").items():
         if k not in fields:
             raise PipelagError(f"--set {k}: unknown SAC config field; fields: {', '.join(sorted(fields))}")
         kw[k] = v
@@ -161,16 +144,3 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"[sac] evaluation (mean action): {m['mean']:.2f} ± {m['stderr']:.2f} over {num_seeds} seed(s); "
               f"results in {args.out}/results.json")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m pipelag.algorithms.sac.cli train-sac ...``)."""
-    parser = argparse.ArgumentParser(prog="pipelag")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_train_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
