@@ -9,7 +9,7 @@ import pytest
 
 from pipelag.algorithms.common import load_checkpoint, save_checkpoint
 from pipelag.algorithms.common.toy_envs import DelayedCue
-from pipelag.algorithms.ppo import PPO, PPOConfig, compute_gae, parallel_unroll
+from pipelag.algorithms.ppo import PPO, PPOConfig, compute_gae
 from pipelag.errors import PipelagError
 from pipelag.networks import build_network
 
@@ -77,7 +77,7 @@ UNROLL_CASES = [
 
 @pytest.mark.parametrize("history", [0, 2])
 @pytest.mark.parametrize("arch,shape,kw", UNROLL_CASES, ids=[c[0] + str(c[2].get("delta", "")) for c in UNROLL_CASES])
-def test_parallel_unroll_equals_tick_by_tick_unroll(arch, shape, kw, history):
+def test_layerwise_unroll_equals_tick_by_tick_unroll(arch, shape, kw, history):
     T, B = 10, 3
     net = build_network(arch, shape, 4, num_actions=4, action_history=history, **kw)
     key = jax.random.PRNGKey(0)
@@ -89,11 +89,11 @@ def test_parallel_unroll_equals_tick_by_tick_unroll(arch, shape, kw, history):
     for i in range(3):  # a non-trivial starting state (activations and action history)
         state0 = net.step(params, state0, obs[i] + 1.0, actions[i])[1]
     ref, _ = net.unroll(params, state0, obs, actions, resets)
-    par = parallel_unroll(net, params, state0, obs, actions, resets)
+    par = net.unroll_layerwise(params, state0, obs, actions, resets)
     assert float(jnp.abs(ref).max()) > 0
     np.testing.assert_allclose(np.asarray(par), np.asarray(ref), rtol=1e-5, atol=1e-6)
     if not net.instantaneous or history:  # the comparison is sensitive to misaligned resets
-        shifted = parallel_unroll(net, params, state0, obs, actions, jnp.roll(resets, 1, axis=0))
+        shifted = net.unroll_layerwise(params, state0, obs, actions, jnp.roll(resets, 1, axis=0))
         assert float(jnp.abs(shifted - ref).max()) > 1e-5
 
 
@@ -125,13 +125,13 @@ def test_unrolled_logprobs_equal_rollout_logprobs_before_update(name, arch, imag
     rs, traj = jax.jit(ppo.rollout)(rs)
     assert bool(traj.first[1:].any()) and bool((~traj.first[0]).any()), "episodes must start inside the rollout"
     pa = rs.params["actor"]
-    fast = parallel_unroll(ppo.actor, pa, state0, traj.obs, traj.action, traj.first)
+    fast = ppo.actor.unroll_layerwise(pa, state0, traj.obs, traj.action, traj.first)
     reference = ppo.actor.unroll(pa, state0, traj.obs, traj.action, traj.first)[0]
     for logits in (fast, reference):
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits), traj.action[..., None], axis=-1)[..., 0]
         np.testing.assert_allclose(np.asarray(logp), np.asarray(traj.logp), rtol=1e-5, atol=1e-5)
     # sanity: the check can fail (resets one tick late)
-    bad = parallel_unroll(ppo.actor, pa, state0, traj.obs, traj.action, jnp.roll(traj.first, 1, axis=0))
+    bad = ppo.actor.unroll_layerwise(pa, state0, traj.obs, traj.action, jnp.roll(traj.first, 1, axis=0))
     bad_logp = jnp.take_along_axis(jax.nn.log_softmax(bad), traj.action[..., None], axis=-1)[..., 0]
     if not cfg.instantaneous or cfg.action_history:
         assert float(jnp.abs(bad_logp - traj.logp).max()) > 1e-6

@@ -242,3 +242,22 @@ def test_frame_stack_in_the_network_state(arch):
         _, s_flat = flat.step(params, s_flat, jnp.concatenate(frames, axis=-1))
         np.testing.assert_allclose(net.output(params, s_stack, obs[t]), flat.output(params, s_flat, obs[t]),
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("init", ["zeros", "instant"])
+@pytest.mark.parametrize("delta", [1, 0.5])
+@pytest.mark.parametrize("arch", list_architectures())
+def test_layerwise_unroll_equals_tick_by_tick(arch, delta, init):
+    net = small(arch, delta=delta, num_actions=3, action_history=2, init_activations=init)
+    params = params_of(net)
+    T, B = 6, 3
+    obs = jax.random.normal(jax.random.PRNGKey(5), (T, B, *net.obs_shape))
+    acts = jax.random.randint(jax.random.PRNGKey(6), (T, B), 0, 3)
+    resets = jnp.zeros((T, B), bool).at[0, 0].set(True).at[3, 1].set(True)
+    state0 = random_state(net, params, B)
+    scan_out, _ = net.unroll(params, state0, obs, acts, resets)
+    layer_out = net.unroll_layerwise(params, state0, obs, acts, resets)
+    np.testing.assert_allclose(layer_out, scan_out, rtol=1e-5, atol=1e-5)
+    # the comparison has teeth: resets one tick late change the outputs
+    late = net.unroll_layerwise(params, state0, obs, acts, jnp.roll(resets, 1, axis=0))
+    assert not np.allclose(late, scan_out, atol=1e-5)

@@ -167,6 +167,60 @@ class PipelinedNetwork:
         state, outs = jax.lax.scan(tick, state, (obs_seq, action_seq, resets))
         return outs, state
 
+    def unroll_layerwise(self, params, state: State, obs_seq: jax.Array, action_seq: jax.Array | None = None,
+                         resets: jax.Array | None = None) -> jax.Array:
+        """``unroll(...)[0]`` for obs_seq [T, B, ...], computed layer by layer over all T ticks at once.
+
+        Under the tick rule a layer at tick t reads what its inputs held at the start of tick t: their
+        outputs of tick t−1 (or the episode's initial activations after a reset). So each layer is one
+        batched op over T·B inputs shifted by one tick, instead of T sequential ticks — the fast path
+        for training by BPTT. An LSTM (a true recurrence) or a frame stack kept in the network state
+        falls back to the tick-by-tick scan.
+        """
+        if obs_seq.ndim != len(self.obs_shape) + 2:
+            raise ValueError(f"unroll_layerwise needs obs_seq [T, B, *{self.obs_shape}], got {obs_seq.shape}")
+        if self.obs_history > 1 or any(n.op == "lstm" for n in self.graph.nodes):
+            return self.unroll(params, state, obs_seq, action_seq, resets)[0]
+        T, B = obs_seq.shape[:2]
+        resets = jnp.zeros((T, B), bool) if resets is None else resets
+        flat = lambda x: x.reshape((T * B, *x.shape[2:]))
+        hist = None
+        if self.action_spec.history > 0:
+            if action_seq is None:
+                raise ValueError("this network sees its action history: pass action_seq")
+            # what the layers see during tick t: a_t pushed (pipelined) or not yet (instantaneous output)
+            hist = self._action_histories(state, action_seq, resets, pushed=not self.instantaneous)
+        sources = self._sources(flat(obs_seq), None if hist is None else flat(hist))
+        init = None
+        if not self.instantaneous and self.init_activations == "instant":
+            init = self.initial_state(params, obs_seq)["act"]  # [T, B, ...]: the pass on every o_t
+        held: dict[str, jax.Array] = {}
+
+        def stored(name: str, new: dict[str, jax.Array]) -> jax.Array:
+            if name not in held:
+                prev = new[name].reshape((T, B, *new[name].shape[1:]))
+                shifted = jnp.concatenate([state["act"][name][None].astype(prev.dtype), prev[:-1]], axis=0)
+                start = jnp.zeros_like(shifted) if init is None else init[name].astype(prev.dtype)
+                held[name] = flat(jnp.where(_bcast(resets, shifted), start, shifted))
+            return held[name]
+
+        new, _ = self._layers(self._reference_plan, params, sources, stored, {}, all_fresh=self.instantaneous,
+                              stacked=False)
+        out = new[self.graph.head] if self.instantaneous else stored(self.graph.head, new)
+        return out.reshape((T, B, *out.shape[1:]))
+
+    def _action_histories(self, state: State, action_seq: jax.Array, resets: jax.Array, pushed: bool):
+        """Action histories (newest first) seen during each tick, [T, B, k, A], zero before an episode start."""
+        spec, k, T = self.action_spec, self.action_spec.history, action_seq.shape[0]
+        enc = spec.encode(action_seq)  # [T, B, A]
+        old = jnp.swapaxes(state["actions"], 0, 1)[::-1]  # [k, B, A], oldest first
+        every = jnp.concatenate([old.astype(enc.dtype), enc], axis=0)  # every[k + t] = a_t
+        t = jnp.arange(T)
+        ep_start = jax.lax.cummax(jnp.where(resets, t[:, None], -(T + k + 1)), axis=0)  # [T, B]
+        src_t = t[:, None] - (0 if pushed else 1) - jnp.arange(k)[None, :]  # [T, k]
+        vals = every[src_t + k] * (src_t[:, :, None] >= ep_start[:, None, :])[..., None]  # [T, k, B, A]
+        return jnp.transpose(vals, (0, 2, 1, 3))
+
     def delay_profile(self, max_ticks: int = 16):
         return delay_profile(self.graph, self.delta, self.env_steps_per_tick, max_ticks, self.obs_history)
 
@@ -186,7 +240,14 @@ class PipelinedNetwork:
             obs_in = jnp.concatenate([prev_obs[:, i] for i in range(prev_obs.shape[1])] + [obs_in], axis=-1)
             observations = jnp.concatenate([prev_obs[:, 1:], obs.astype(jnp.float32)[:, None]], axis=1)
         sources = self._sources(obs_in, actions)
-        old = state["act"]
+        new, carry = self._layers(plan, params, sources, lambda name, _: state["act"][name], state["carry"],
+                                  all_fresh=all_fresh, stacked=stacked)
+        new_state = {"act": new, "carry": carry, "actions": actions, "observations": observations}
+        return new[self.graph.head], new_state
+
+    def _layers(self, plan, params, sources, stored, carries, *, all_fresh: bool, stacked: bool):
+        """Every layer once. ``stored(name, new)``: what ``name`` held at the start of the tick, given
+        this tick's outputs so far (``new``)."""
         pre: dict[str, jax.Array] = {}
         new: dict[str, jax.Array] = {}
         carry: dict[str, Any] = {}
@@ -196,10 +257,10 @@ class PipelinedNetwork:
                 for name in group:
                     node = self.graph.node(name)
                     vals = [sources[s] if s in INPUT_SOURCES else
-                            (new[s] if (all_fresh or self.graph.reads_fresh(node, s)) else old[s])
+                            (new[s] if (all_fresh or self.graph.reads_fresh(node, s)) else stored(s, new))
                             for s in node.inputs]
                     xs.append(gather_input(node, vals))
-                    cs.append(state["carry"].get(name))
+                    cs.append(carries.get(name))
                 node0 = self.graph.node(group[0])
                 if stacked:
                     p = params[gi_wave][gi]
@@ -228,8 +289,7 @@ class PipelinedNetwork:
                         y = (y + sum(match_shape(pre[r], y.shape) for r in node.residual)) / math.sqrt(
                             1 + len(node.residual))
                     new[name] = y
-        new_state = {"act": new, "carry": carry, "actions": actions, "observations": observations}
-        return new[self.graph.head], new_state
+        return new, carry
 
     def _sources(self, obs, actions):
         sources = {"obs": obs.astype(jnp.float32)}

@@ -2,8 +2,8 @@
 
 from pipelag.algorithms.ppo.config import PPOConfig
 from pipelag.algorithms.ppo.losses import compute_gae, ppo_loss
-from pipelag.algorithms.ppo.networks import build_actor_critic, parallel_unroll
+from pipelag.algorithms.ppo.networks import build_actor_critic
 from pipelag.algorithms.ppo.train import PPO, Runner, make_env, make_train, run, train_seeds
 
 __all__ = ["PPO", "PPOConfig", "Runner", "build_actor_critic", "compute_gae", "make_env", "make_train",
-           "parallel_unroll", "ppo_loss", "run", "train_seeds"]
+           "ppo_loss", "run", "train_seeds"]

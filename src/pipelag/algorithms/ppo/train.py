@@ -20,7 +20,7 @@ One update (everything inside ``jit``; ``lax.scan`` over updates):
 3. ``update_epochs`` epochs × ``num_minibatches`` minibatches; a minibatch is a subset of the envs
    with their whole ``num_steps`` sequences (recurrent-PPO style). The actor is unrolled over the
    sequence from the actor state stored at the rollout's start, activations reset where ``first``,
-   gradients through all ticks (BPTT). The time-parallel unroll (networks.parallel_unroll) gives the
+   gradients through all ticks (BPTT). The time-parallel unroll (PipelinedNetwork.unroll_layerwise) gives the
    same logits as the tick-by-tick ``net.unroll`` at a fraction of the cost.
 
 Before the first gradient step the unrolled log-probs equal those of the rollout exactly (tested).
@@ -45,7 +45,6 @@ from pipelag.algorithms.ppo.networks import (
     advance,
     build_actor_critic,
     instant_values,
-    parallel_unroll,
     take_envs,
 )
 from pipelag.envs.base import JaxEnv
@@ -173,7 +172,7 @@ class PPO:
     # ------------------------------------------------------------------ update
     def _minibatch_loss(self, params, mb):
         c = self.config
-        logits = parallel_unroll(self.actor, params["actor"], mb["state0"], mb["obs"], mb["action"], mb["first"])
+        logits = self.actor.unroll_layerwise(params["actor"], mb["state0"], mb["obs"], mb["action"], mb["first"])
         values = instant_values(self.critic, params["critic"], mb["obs"])
         return ppo_loss(logits, mb["action"], mb["logp"], mb["advantages"], values, mb["values"], mb["returns"],
                         clip_eps=c.clip_eps, clip_value=c.clip_value, vf_coef=c.vf_coef, ent_coef=c.ent_coef,
