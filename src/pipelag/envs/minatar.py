@@ -222,6 +222,20 @@ def _first_at(arr: jax.Array, n: jax.Array, x: jax.Array, y: jax.Array) -> tuple
     hit = (arr[:, 0] == x) & (arr[:, 1] == y) & (jnp.arange(arr.shape[0]) < n)
     return hit.any(), jnp.argmax(hit)
 
+def _move_enemy(v, active, fb, nfb, sub_x, sub_y, move_speed):
+    """One enemy (sub or fish: x, y, direction, move timer, ...) takes its turn, as minatar does:
+    it hits the player's sub if it sits on it or rams it while moving, leaves the screen, or is shot by
+    the first friendly bullet on its new cell. Returns (x, move timer, out, hit the sub, shot, bullet)."""
+    moving = v[3] == 0
+    x = jnp.where(moving, v[0] + _step_dir(v[2]), v[0])
+    move_timer = jnp.where(moving, move_speed, v[3] - 1)
+    out = moving & _out(x)
+    rammed = moving & ~out & (x == sub_x) & (v[1] == sub_y)
+    hit_sub = active & (((v[0] == sub_x) & (v[1] == sub_y)) | rammed)
+    hit, k = _first_at(fb, nfb, x, v[1])
+    shot = active & moving & ~out & ~rammed & hit
+    return x, move_timer, out, hit_sub, shot, k
+
 
 def _step_dir(right: jax.Array) -> jax.Array:
     return jnp.where(right != 0, 1, -1).astype(_I32)
@@ -325,15 +339,8 @@ def _sq_step_det(
         j = SQ_ENEMIES - 1 - i
         active = j < nsubs
         v = subs[j]
-        term = term | (active & (v[0] == sub_x) & (v[1] == sub_y))
-        moving = v[3] == 0
-        x = jnp.where(moving, v[0] + _step_dir(v[2]), v[0])
-        move_timer = jnp.where(moving, s.move_speed, v[3] - 1)
-        out = moving & _out(x)
-        rammed = moving & ~out & (x == sub_x) & (v[1] == sub_y)
-        term = term | (active & rammed)
-        hit, k = _first_at(fb, nfb, x, v[1])
-        shot = active & moving & ~out & ~rammed & hit
+        x, move_timer, out, hit_sub, shot, k = _move_enemy(v, active, fb, nfb, sub_x, sub_y, s.move_speed)
+        term = term | hit_sub
         fires = v[4] == 0
         shot_t = jnp.where(fires, SQ_ENEMY_SHOT_INTERVAL, v[4] - 1)
         subs = subs.at[j].set(jnp.where(active, jnp.stack([x, v[1], v[2], move_timer, shot_t]), v))
@@ -366,15 +373,8 @@ def _sq_step_det(
         j = SQ_ENEMIES - 1 - i
         active = j < nfish
         v = fish[j]
-        term = term | (active & (v[0] == sub_x) & (v[1] == sub_y))
-        moving = v[3] == 0
-        x = jnp.where(moving, v[0] + _step_dir(v[2]), v[0])
-        move_timer = jnp.where(moving, s.move_speed, v[3] - 1)
-        out = moving & _out(x)
-        rammed = moving & ~out & (x == sub_x) & (v[1] == sub_y)
-        term = term | (active & rammed)
-        hit, k = _first_at(fb, nfb, x, v[1])
-        shot = active & moving & ~out & ~rammed & hit
+        x, move_timer, out, hit_sub, shot, k = _move_enemy(v, active, fb, nfb, sub_x, sub_y, s.move_speed)
+        term = term | hit_sub
         fish = fish.at[j].set(jnp.where(active, jnp.stack([x, v[1], v[2], move_timer]), v))
         fish, nfish = _remove_at(fish, nfish, j, active & (out | shot))
         fb, nfb = _remove_at(fb, nfb, k, shot)
