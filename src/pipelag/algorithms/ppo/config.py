@@ -7,16 +7,18 @@ runs ``delta × total_timesteps`` raw steps. Returns are always raw-env episode 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelag.algorithms.common.config import ConfigIO
 from pipelag.errors import PipelagError
 
 
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(ConfigIO):
+    LABEL = "PPO"  # names the algorithm in error messages (not a field)
+
     # ---------------------------------------------------------------- environment
     env_id: str = "MinAtar/Breakout-v0"
     #: options for ``pipelag.envs.make`` (e.g. {"sticky_action_prob": 0.25}, {"view": "rgb"})
@@ -133,22 +135,3 @@ class PPOConfig:
         need(self.init_activations in ("zeros", "instant"),
              f"init_activations must be 'zeros' or 'instant', got {self.init_activations!r}")
         return self
-
-    # ---------------------------------------------------------------- (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise PipelagError(f"unknown PPO config keys {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> PPOConfig:
-        return dataclasses.replace(self, **changes)

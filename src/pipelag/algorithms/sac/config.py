@@ -19,18 +19,20 @@ three layers w/ proj-from-obs & aug    ``arch="mlp-proj-from-obs", action_histor
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelag.algorithms.common.config import ConfigIO
 from pipelag.errors import PipelagError
 
 BACKENDS = ("auto", "jax", "host")
 
 
 @dataclass(frozen=True)
-class SACConfig:
+class SACConfig(ConfigIO):
+    LABEL = "SAC"  # names the algorithm in error messages (not a field)
+
     # ---------------------------------------------------------------- environment
     #: a pipelag JAX env id (``pipelag.envs.list_envs()``, or ``"PointTarget-v0"``, the toy env of
     #: :mod:`pipelag.algorithms.sac.toy`), a MuJoCo task (``HalfCheetah-v4``…, through
@@ -151,18 +153,3 @@ class SACConfig:
         need(self.policy_lr > 0 and self.q_lr > 0 and self.adam_eps > 0, "policy_lr, q_lr and adam_eps must be > 0")
         need(self.alpha >= 0, f"alpha must be ≥ 0, got {self.alpha}")
         return self
-
-    # ---------------------------------------------------------------- (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SACConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise PipelagError(f"unknown SAC config keys {sorted(unknown)}; valid keys: {sorted(names)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> SACConfig:
-        return dataclasses.replace(self, **changes)
