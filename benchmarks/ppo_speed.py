@@ -3,6 +3,7 @@
     python benchmarks/ppo_speed.py                       # Breakout, cnn-skip + action history 1, 1 and 16 seeds
     python benchmarks/ppo_speed.py --steps 1000000 --seeds 1 4 16 --json speed.json
     python benchmarks/ppo_speed.py --env MiniGrid-DoorKey-5x5-v0 --arch cnn --action-history 0
+    python benchmarks/ppo_speed.py --compute-dtype float32 bfloat16 --minibatches 4 1 --profile /tmp/prof
 
 For every seed count the whole training step (rollout + GAE + 4 epochs × 4 minibatches of BPTT
 updates) for N steps per seed is compiled ahead of time (``jit(...).lower(...).compile()``, reported
@@ -58,6 +59,41 @@ def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bo
             "wall_s_per_10M_steps_each": 1e7 / (sps / seeds)}
 
 
+def profile(config, out_dir: str, updates: int = 4, top: int = 25) -> None:
+    """Trace `updates` updates of one seed and print the kernels that took the most device time."""
+    import glob
+    import gzip
+    from collections import defaultdict
+
+    from pipelag.algorithms.ppo import PPO
+
+    ppo = PPO(config)
+    rs = jax.jit(ppo.init)(jax.random.PRNGKey(0))
+    step = jax.jit(lambda r: ppo.run_updates(r, updates))
+    jax.block_until_ready(step(rs))
+    with jax.profiler.trace(out_dir, create_perfetto_trace=True):
+        jax.block_until_ready(step(rs))
+    files = sorted(glob.glob(f"{out_dir}/**/perfetto_trace.json.gz", recursive=True))
+    if not files:
+        print(f"profile: no perfetto trace under {out_dir}")
+        return
+    with gzip.open(files[-1]) as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    pid_names = {e["pid"]: e["args"].get("name", "") for e in events
+                 if e.get("ph") == "M" and e.get("name") == "process_name"}
+    device_pids = {p for p, n in pid_names.items() if "GPU" in n or "gpu" in n or "stream" in n.lower()}
+    per_name, total = defaultdict(float), 0.0
+    for e in events:
+        if e.get("ph") == "X" and e.get("pid") in device_pids:
+            per_name[e["name"]] += e.get("dur", 0.0)
+            total += e.get("dur", 0.0)
+    print(f"profile ({config.compute_dtype}, {updates} updates, 1 seed): {total / 1e3:.1f} ms of device events "
+          f"in {sorted(set(pid_names[p] for p in device_pids))}")
+    for name, dur in sorted(per_name.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * dur / max(total, 1e-9):5.1f}%  {dur / 1e3:8.2f} ms  {name[:110]}")
+
+
 def main(argv=None):
     from pipelag.algorithms.ppo import PPOConfig
 
@@ -70,31 +106,45 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--no-rollout-split", action="store_true", help="do not time the rollout part alone")
+    p.add_argument("--compute-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                   help="one row group per dtype (bfloat16: mixed precision products)")
+    p.add_argument("--minibatches", type=int, nargs="+", default=[4], help="num_minibatches values to time")
+    p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
+                   "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args(argv)
-    cfg = PPOConfig(env_id=args.env, arch=args.arch, action_history=args.action_history,
-                    instantaneous=args.instantaneous)
-    updates = max(1, args.steps // cfg.batch_size)
+    base_cfg = PPOConfig(env_id=args.env, arch=args.arch, action_history=args.action_history,
+                         instantaneous=args.instantaneous)
+    updates = max(1, args.steps // base_cfg.batch_size)
     dev = jax.devices()[0]
     print(f"device: {dev.platform} {dev.device_kind} | {args.env} {args.arch} action_history={args.action_history}"
-          f"{' instantaneous' if args.instantaneous else ''} | {updates} updates × {cfg.batch_size} steps per seed",
+          f"{' instantaneous' if args.instantaneous else ''}"
+          f" | {updates} updates × {base_cfg.batch_size} steps per seed",
           flush=True)
+    if args.profile:
+        profile(base_cfg.replace(compute_dtype=args.compute_dtype[0], num_minibatches=args.minibatches[0]),
+                args.profile)
     rows = []
-    for s in args.seeds:
-        rows.append(measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split))
-        r = rows[-1]
-        print(f"  seeds={s}: compile {r['compile_s']:.1f}s, run {r['wall_s']:.2f}s (rollout part "
-              f"{r['rollout_s']:.2f}s)", flush=True)
+    for dtype in args.compute_dtype:
+        for mb in args.minibatches:
+            cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb)
+            for s in args.seeds:
+                r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
+                rows.append({"compute_dtype": dtype, "num_minibatches": mb, **r})
+                print(f"  {dtype} minibatches={mb} seeds={s}: compile {r['compile_s']:.1f}s, run {r['wall_s']:.2f}s "
+                      f"(rollout part {r['rollout_s']:.2f}s)", flush=True)
+    # the baseline: 1 seed (or the fewest timed) of the first variant, measured in this same run
     base = rows[0]["steps_per_s"] / rows[0]["seeds"]
-    hdr = (f"{'seeds':>5} | {'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | {'steps/s/seed':>12} | "
-           f"{'s, 10M each':>14} | {'rollout %':>9} | {'throughput vs 1 seed':>20}")
+    hdr = (f"{'dtype':>8} | {'mb':>2} | {'seeds':>5} | {'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | "
+           f"{'steps/s/seed':>12} | {'s, 10M each':>11} | {'rollout %':>9} | {'throughput vs first row':>23}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        r["throughput_vs_1_seed"] = r["steps_per_s"] / base
-        print(f"{r['seeds']:>5} | {r['compile_s']:>9.1f} | {r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | "
-              f"{r['steps_per_s_per_seed']:>12,.0f} | {r['wall_s_per_10M_steps_each']:>14.1f} | "
-              f"{100 * r['rollout_s'] / r['wall_s']:>8.0f}% | {r['throughput_vs_1_seed']:>19.2f}x")
+        r["throughput_vs_first_row"] = r["steps_per_s"] / base
+        print(f"{r['compute_dtype']:>8} | {r['num_minibatches']:>2} | {r['seeds']:>5} | {r['compile_s']:>9.1f} | "
+              f"{r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | {r['steps_per_s_per_seed']:>12,.0f} | "
+              f"{r['wall_s_per_10M_steps_each']:>11.1f} | {100 * r['rollout_s'] / r['wall_s']:>8.0f}% | "
+              f"{r['throughput_vs_first_row']:>22.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": f"{dev.platform} {dev.device_kind}", "env": args.env, "arch": args.arch,

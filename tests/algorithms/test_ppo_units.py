@@ -156,7 +156,8 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize("changes,match", [
-    ({"num_envs": 30}, "divisible"),
+    ({"num_envs": 30, "num_minibatches": 4}, "divisible"),
+    ({"compute_dtype": "float16"}, "compute_dtype"),
     ({"total_timesteps": 10}, "less than one rollout"),
     ({"init_activations": "ones"}, "init_activations"),
     ({"num_steps": 0}, "positive integer"),

@@ -279,3 +279,21 @@ def test_trainer_options_reach_the_trainer_and_are_part_of_the_run_identity(tmp_
                  "eval_max_steps=100", "--out", str(tmp_path), "--trainer",
                  "tests.experiments.test_sweep:counting_trainer"]) == 0
     assert len(calls(fake_dir)) == 30  # nothing new: the same options name the same runs
+
+
+def device_trainer(config: dict, seeds: list[int], out_dir: str) -> dict:
+    """Reports the GPU the process backend gave it (as a number, through `greedy`)."""
+    _mark(config, seeds)
+    return {s: {"return": fake_return(config, s), "greedy": float(os.environ.get("CUDA_VISIBLE_DEVICES", "-1"))}
+            for s in seeds}
+
+
+def test_process_backend_spreads_runs_over_the_given_gpus(tmp_path, fake_dir):
+    exp, budget = mini(), Budget(0.001, 1)
+    rep = sweep(exp, budget, tmp_path, trainer=device_trainer, backend="process", workers=2, gpus=["0", "3"],
+                log=QUIET)
+    assert rep.ok and len(rep.done) == 4
+    devices = [r["metrics"]["greedy"] for r in ResultStore(tmp_path).read().records]
+    assert set(devices) == {0.0, 3.0}  # both GPUs used, each run saw exactly one of them
+    with pytest.raises(PipelagError, match="--gpus"):
+        sweep(exp, budget, tmp_path / "x", trainer=device_trainer, backend="local", gpus=["0"], log=QUIET)

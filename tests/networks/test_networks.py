@@ -261,3 +261,28 @@ def test_layerwise_unroll_equals_tick_by_tick(arch, delta, init):
     # the comparison has teeth: resets one tick late change the outputs
     late = net.unroll_layerwise(params, state0, obs, acts, jnp.roll(resets, 1, axis=0))
     assert not np.allclose(late, scan_out, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["mlp-proj-from-obs", "cnn-skip-res", "cnn-skip-lstm"])
+def test_bfloat16_compute_keeps_float32_state_and_passes_the_delay_test(arch):
+    """Mixed precision: the same parameters give outputs within bf16 rounding of the float32 network,
+    parameters and stored activations stay float32, and the delay test still holds."""
+    kw = {"num_actions": 3, "action_history": 1}
+    net32, net16 = small(arch, **kw), small(arch, compute_dtype="bfloat16", **kw)
+    params = params_of(net32)
+    assert jax.tree.structure(params) == jax.tree.structure(net16.init(jax.random.PRNGKey(0)))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (7, *net32.obs_shape))
+    actions = jnp.arange(7) % 3
+    out32, st32 = net32.unroll(params, net32.zero_state(), obs, actions)
+    out16, st16 = net16.unroll(params, net16.zero_state(), obs, actions)
+    assert out16.dtype == jnp.float32
+    assert all(x.dtype == y.dtype for x, y in zip(jax.tree.leaves(st32), jax.tree.leaves(st16), strict=True))
+    scale = float(jnp.abs(out32).max())
+    err = float(jnp.abs(out16 - out32).max())
+    assert 0 < err < 0.05 * scale  # really computed in bf16 (not equal), and close
+    assert_delay_correct(net16, params)
+
+
+def test_unknown_compute_dtype_is_one_clear_error():
+    with pytest.raises(PipelagError, match="compute_dtype"):
+        small("mlp", compute_dtype="float16")

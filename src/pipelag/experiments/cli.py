@@ -52,14 +52,24 @@ def _list(out=print) -> int:
     return 0
 
 
+def _experiment(args):
+    from pipelag.experiments.definitions import get_experiment
+
+    exp = get_experiment(args.experiment)
+    if args.columns:
+        exp = exp.only_columns([c for c in args.columns.split(",") if c.strip()])
+    return exp
+
+
 def cmd_sweep(args) -> int:
     from pipelag.experiments.sweep import sweep
 
     if args.experiment == "list":
         return _list()
-    rep = sweep(args.experiment, _budget(args), args.out, trainer=args.trainer,
+    rep = sweep(_experiment(args), _budget(args), args.out, trainer=args.trainer,
                 backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-                gpus_per_run=args.gpus_per_run, dry_run=args.dry_run)
+                gpus_per_run=args.gpus_per_run, dry_run=args.dry_run,
+                gpus=tuple(g for g in args.gpus.split(",") if g.strip()))
     print(rep.summary(), flush=True)
     return 0 if rep.ok else 1
 
@@ -69,7 +79,7 @@ def cmd_report(args) -> int:
 
     if args.experiment == "list":
         return _list()
-    md, paths = report(args.experiment, _budget(args), args.out, metric=args.metric,
+    md, paths = report(_experiment(args), _budget(args), args.out, metric=args.metric,
                        plots=not args.no_plots)
     print(md)
     print("written: " + ", ".join(str(p) for p in paths.values()))
@@ -84,6 +94,9 @@ def add_parsers(subparsers) -> None:
                         help="fraction of the paper's training steps (default 1); the grid stays the same")
     common.add_argument("--seeds", type=_positive, default=None,
                         help="seeds per run (default: the paper's count, mostly 3)")
+    common.add_argument("--columns", default=None, metavar="COL[,COL]",
+                        help="only these columns of the table, e.g. --columns Breakout (the report is named "
+                             "<experiment>-<columns>)")
     common.add_argument("--out", default="runs", help="sweep directory holding results.jsonl (default runs/)")
     common.add_argument("--set", type=_option, action="append", metavar="KEY=VALUE",
                         help="a trainer config field for every run, e.g. --set eval_episodes=10 (JSON values; "
@@ -97,6 +110,8 @@ def add_parsers(subparsers) -> None:
                    help="local: one run after another here; process: a subprocess per run (--workers at a "
                         "time); ray: a Ray cluster (pip install 'pipelag[sweep]')")
     p.add_argument("--workers", type=_positive, default=1, help="parallel runs for --backend process")
+    p.add_argument("--gpus", default="", metavar="0,1", help="--backend process: spread the runs over these GPUs "
+                   "(each run sees one; the least busy is chosen)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--gpus-per-run", type=float, default=None, help="Ray: GPUs per run (default 1 if the cluster "
                                                                     "has GPUs, else 0)")

@@ -19,6 +19,7 @@ The mapping from the paper's names to ours is documented in ``docs/experiments.m
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -319,6 +320,22 @@ class Experiment:
             else:
                 by_key[key] = Task(key, spec, seeds, c.unsupported())
         return list(by_key.values())
+
+    def only_columns(self, columns: list[str] | tuple[str, ...]) -> Experiment:
+        """The same experiment restricted to some of its columns (e.g. Table 9's Breakout column); its
+        name gets the columns (``table9-Breakout``) so its report does not overwrite the full one."""
+        wanted = []
+        for c in columns:
+            key = c.strip().lower()
+            match = [col for col in self.columns if col.lower() == key or col.lower().startswith(key + "-")]
+            if len(match) != 1:
+                raise PipelagError(f"{self.name} has no column {c!r}; its columns are: {', '.join(self.columns)}")
+            wanted.append(match[0])
+        rows = tuple(dataclasses.replace(r, entries={k: v for k, v in r.entries.items() if k in wanted})
+                     for r in self.rows)
+        rows = tuple(r for r in rows if r.entries)
+        return dataclasses.replace(self, name=f"{self.name}-{'-'.join(wanted)}",
+                                   columns=tuple(c for c in self.columns if c in wanted), rows=rows)
 
     def summary(self) -> str:
         envs = sorted({c.env for c in self.cells()})

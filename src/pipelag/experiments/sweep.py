@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -241,14 +242,20 @@ class SweepReport:
 def sweep(experiment: Experiment | str, budget: Budget | None = None, out: str | os.PathLike = "runs", *,
           trainer: Trainer | str | None = None, backend: str = "local", workers: int = 1,
           ray_address: str | None = None, gpus_per_run: float | None = None, dry_run: bool = False,
-          log: Callable[[str], None] | None = None) -> SweepReport:
-    """Train every missing (run, seed) of ``experiment`` at ``budget`` into the store at ``out``."""
+          gpus: tuple[str, ...] | list[str] = (), log: Callable[[str], None] | None = None) -> SweepReport:
+    """Train every missing (run, seed) of ``experiment`` at ``budget`` into the store at ``out``.
+
+    ``gpus`` (process backend): device ids; each run gets the least busy one as its only visible GPU, so
+    ``workers=6, gpus=("0", "1")`` runs three at a time on each of two GPUs."""
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
     budget = budget or Budget()
     if backend not in BACKENDS:
         raise PipelagError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not isinstance(workers, int) or workers < 1:
         raise PipelagError(f"--workers must be a positive integer, got {workers!r}")
+    gpus = tuple(str(g).strip() for g in gpus)
+    if gpus and (backend != "process" or not all(g.isdigit() for g in gpus)):
+        raise PipelagError(f"--gpus takes device numbers such as 0,1 and needs --backend process, got {gpus!r}")
     log = log or (lambda s: print(s, flush=True))
     store = ResultStore(out)
     contents = store.read()
@@ -280,7 +287,7 @@ def sweep(experiment: Experiment | str, budget: Budget | None = None, out: str |
     if not todo:
         return report
     runner = {"local": _run_local, "process": _run_processes, "ray": _run_ray}[backend]
-    kwargs = {"workers": workers} if backend == "process" else {}
+    kwargs = {"workers": workers, "gpus": gpus} if backend == "process" else {}
     if backend == "ray":
         kwargs = {"address": ray_address, "gpus_per_run": gpus_per_run}
     # a "module:function" trainer travels by name (subprocesses and Ray workers import it themselves)
@@ -326,7 +333,9 @@ def _one_line(e: BaseException) -> str:
 RESULT_FILE = "sweep_result.json"
 
 
-def _child(trainer, spec, seeds, out_dir, result_path, mem_fraction) -> None:  # pragma: no cover - subprocess
+def _child(trainer, spec, seeds, out_dir, result_path, mem_fraction, device) -> None:  # pragma: no cover - subprocess
+    if device is not None:  # before JAX starts: this run sees one GPU only
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
     if mem_fraction is not None:
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{mem_fraction:.3f}")
     try:
@@ -338,27 +347,33 @@ def _child(trainer, spec, seeds, out_dir, result_path, mem_fraction) -> None:  #
     sys.exit(0 if payload["ok"] else 1)
 
 
-def _run_processes(todo, store: ResultStore, trainer, report: SweepReport, log, workers: int) -> None:
+def _run_processes(todo, store: ResultStore, trainer, report: SweepReport, log, workers: int,
+                   gpus: tuple[str, ...] = ()) -> None:
     from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")  # never fork a process that may hold JAX / GPU state
-    mem_fraction = 0.9 / workers if workers > 1 else None
+    per_device = math.ceil(workers / max(1, len(gpus)))  # runs sharing one device's memory
+    mem_fraction = 0.9 / per_device if per_device > 1 else None
     pending = list(enumerate(todo, 1))
-    running: dict[Any, tuple[Any, Task, list[int], Path]] = {}
+    running: dict[Any, tuple[Any, Task, list[int], Path, str | None]] = {}
     while pending or running:
         while pending and len(running) < workers:
             i, (t, seeds) = pending.pop(0)
+            # the least busy GPU of `gpus` (None: the child sees whatever this process sees)
+            busy = [r[4] for r in running.values()]
+            device = min(gpus, key=lambda g: (busy.count(g), gpus.index(g))) if gpus else None
             run_dir = store.run_dir(t.key, seeds)
             run_dir.mkdir(parents=True, exist_ok=True)
             result_path = run_dir / RESULT_FILE
             result_path.unlink(missing_ok=True)
             p = ctx.Process(target=_child, args=(trainer, t.spec, seeds, str(run_dir), str(result_path),
-                                                 mem_fraction), daemon=False)
+                                                 mem_fraction, device), daemon=False)
             p.start()
-            log(f"[{i}/{len(todo)}] started {describe_spec(t.spec)} seeds {seeds} (pid {p.pid})")
-            running[p.sentinel] = (p, t, seeds, result_path)
+            on = f", GPU {device}" if device is not None else ""
+            log(f"[{i}/{len(todo)}] started {describe_spec(t.spec)} seeds {seeds} (pid {p.pid}{on})")
+            running[p.sentinel] = (p, t, seeds, result_path, device)
         for sentinel in wait(list(running)):
-            p, t, seeds, result_path = running.pop(sentinel)
+            p, t, seeds, result_path, _ = running.pop(sentinel)
             p.join()
             try:
                 payload = json.loads(result_path.read_text())

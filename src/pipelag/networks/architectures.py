@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pipelag.errors import PipelagError
 from pipelag.networks.graph import Node, make_graph
+from pipelag.networks.layers import COMPUTE_DTYPES
 from pipelag.networks.pipeline import ActionSpec, PipelinedNetwork
 
 
@@ -148,7 +149,8 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
                   num_actions: int | None = None, action_dim: int | None = None, action_history: int = 0,
                   action_input: str = "auto", instantaneous: bool = False, init_activations: str = "zeros",
                   head_init_scale: float = 0.01, cnn_preset: str = "auto", channels: tuple[int, ...] | None = None,
-                  obs_history: int = 1, stages: dict[str, int] | None = None) -> PipelinedNetwork:
+                  obs_history: int = 1, stages: dict[str, int] | None = None,
+                  compute_dtype: str = "float32") -> PipelinedNetwork:
     """Build a pipelined (or instantaneous) network by architecture name.
 
     ``num_outputs``: width of the head (logits for discrete actions; 2·action_dim for a Gaussian).
@@ -157,6 +159,8 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     "planes" (one-hot planes tiled over an image observation), "fc" (into the FC layers), "auto".
     ``obs_history``: the network keeps the last m observations (a frame stack, oldest first, padded
     with the episode's first observation) so deployment can feed raw observations.
+    ``compute_dtype``: "float32" or "bfloat16" (mixed precision: dense/conv products in bf16, float32
+    parameters, activations and outputs).
     """
     if arch not in ARCHITECTURES:
         raise PipelagError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
@@ -173,6 +177,8 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
         raise PipelagError(f"init_activations must be 'zeros' or 'instant', got {init_activations!r}")
     if num_outputs < 1:
         raise PipelagError(f"num_outputs must be ≥ 1, got {num_outputs}")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise PipelagError(f"compute_dtype must be one of {list(COMPUTE_DTYPES)}, got {compute_dtype!r}")
     if action_input == "auto":
         action_input = "obs" if spec.family == "mlp" else "fc"
     if action_input not in (("obs",) if spec.family == "mlp" else ("fc", "planes")):
@@ -218,7 +224,8 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     graph = make_graph(nodes, head="head", layers_per_tick=lpt, stages=stages)
     net = PipelinedNetwork(graph, obs_shape, ActionSpec(num_actions, action_dim, action_history), delta=delta,
                            env_steps_per_tick=env_steps, instantaneous=instantaneous,
-                           init_activations=init_activations, obs_history=obs_history, name=arch)
+                           init_activations=init_activations, obs_history=obs_history,
+                           compute_dtype=compute_dtype, name=arch)
     if not instantaneous:
         bad = net.delay_profile().violations()
         if bad:

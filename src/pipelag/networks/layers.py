@@ -13,14 +13,21 @@ import jax.numpy as jnp
 
 from pipelag.networks.graph import Node
 
+#: compute dtypes a network accepts; parameters and stored activations stay float32 either way
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-def module_for(node: Node) -> nn.Module:
+
+def module_for(node: Node, compute_dtype: str = "float32") -> nn.Module:
+    """The Flax module of a layer. ``compute_dtype="bfloat16"``: dense and conv layers multiply in bf16
+    (float32 parameters, cast per call; mixed precision), their outputs are cast back to float32 by
+    :func:`apply_layer`. LSTM cells always compute in float32 (their carry is state)."""
     init = nn.initializers.orthogonal(node.init_scale)
+    dtype = COMPUTE_DTYPES[compute_dtype]
     if node.op == "dense":
-        return nn.Dense(node.features, kernel_init=init, bias_init=nn.initializers.zeros)
+        return nn.Dense(node.features, kernel_init=init, bias_init=nn.initializers.zeros, dtype=dtype)
     if node.op == "conv":
         return nn.Conv(node.features, (node.kernel, node.kernel), strides=(node.stride, node.stride),
-                       padding=node.padding, kernel_init=init, bias_init=nn.initializers.zeros)
+                       padding=node.padding, kernel_init=init, bias_init=nn.initializers.zeros, dtype=dtype)
     if node.op == "lstm":
         return nn.OptimizedLSTMCell(node.features, kernel_init=init)
     raise ValueError(node.op)
@@ -81,5 +88,5 @@ def apply_layer(node: Node, module: nn.Module, params, x: jax.Array, carry=None,
     if node.op == "lstm":
         carry, h = module.apply({"params": params}, carry, x)
         return h, carry
-    y = module.apply({"params": params}, x)
+    y = module.apply({"params": params}, x).astype(jnp.float32)  # bf16 compute: outputs back to f32
     return (activate(node, y) if with_activation else y), None

@@ -53,7 +53,8 @@ class PipelinedNetwork:
 
     def __init__(self, graph: Graph, obs_shape: tuple[int, ...], action_spec: ActionSpec = ActionSpec(), *,
                  delta: float = 1.0, env_steps_per_tick: int = 1, instantaneous: bool = False,
-                 init_activations: str = "zeros", obs_history: int = 1, name: str = "network"):
+                 init_activations: str = "zeros", obs_history: int = 1, compute_dtype: str = "float32",
+                 name: str = "network"):
         self.graph = graph
         self.obs_shape = tuple(obs_shape)
         #: frame stack kept in the state: the "obs" source is the last m observations, oldest first,
@@ -65,7 +66,8 @@ class PipelinedNetwork:
         self.instantaneous = instantaneous
         self.init_activations = init_activations
         self.name = name
-        self.modules = {n.name: module_for(n) for n in graph.nodes}
+        self.compute_dtype = compute_dtype
+        self.modules = {n.name: module_for(n, compute_dtype) for n in graph.nodes}
         self._reference_plan = [[(n.name,)] for n in graph.nodes]
         self._shapes, self._input_shapes = self._shapes_of_layers()
         self._fused_plan = self._make_fused_plan()

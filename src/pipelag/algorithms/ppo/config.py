@@ -47,13 +47,18 @@ class PPOConfig(ConfigIO):
     critic_hidden: int | None = None
     #: None: the paper code's 16/32/32 trunk on MinAtar-sized images, the 32/64/64 preset on larger ones
     critic_channels: tuple[int, ...] | None = None
+    #: "bfloat16": actor and critic multiply in bf16 (float32 parameters, Adam and activations)
+    compute_dtype: str = "float32"
     # ---------------------------------------------------------------- PPO (Table 6)
     total_timesteps: int = 10_000_000
     num_envs: int = 32
     num_steps: int = 32
     update_epochs: int = 4
-    #: minibatches over environments (each = a subset of envs with their whole num_steps sequences)
-    num_minibatches: int = 4
+    #: minibatches over environments (each = a subset of envs with their whole num_steps sequences).
+    #: 1 (one optimizer step per epoch on the whole rollout) is what the paper's code did (its minibatches
+    #: were computed but never used), so it is what produced the paper's numbers; 1.8× faster than 4 on an
+    #: H100 (docs/ppo.md)
+    num_minibatches: int = 1
     lr: float = 2.5e-4
     anneal_lr: bool = True
     adam_eps: float = 1e-5
@@ -132,6 +137,8 @@ class PPOConfig(ConfigIO):
         need(self.lr > 0 and self.adam_eps > 0, "lr and adam_eps must be > 0")
         need(0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
         need(self.clip_eps > 0 and self.max_grad_norm > 0, "clip_eps and max_grad_norm must be > 0")
+        need(self.compute_dtype in ("float32", "bfloat16"),
+             f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         need(self.init_activations in ("zeros", "instant"),
              f"init_activations must be 'zeros' or 'instant', got {self.init_activations!r}")
         return self
