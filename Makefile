@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch only for the inference-benchmark tests: pin the CPU build that CI machines hold locally
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,bench,mujoco,sweep]'
+	$(PY) -m pip install -q -e '.[dev,bench,mujoco,mjx,sweep]'
 	touch $(STAMP)
 
 # the main job on its embedded default: delay profiles, then a short PPO run of the paper's MinAtar

@@ -6,6 +6,9 @@ id                             class                      options
 ``MinAtar/<Game>-v0``          ``envs.minatar.MinAtar``   ``sticky_action_prob`` (default 0.1)
 ``MiniGrid-<Name>-v0``         ``envs.minigrid.MiniGrid`` ``view``: ``"rgb"`` (56×56×3, default) or
                                                           ``"symbolic"`` (7×7×3)
+``MJX/<Task>-v4`` (Task:       ``envs.mjx.MjxMujoco``     ``speedup`` (default 1; divides the physics
+HalfCheetah, Hopper,                                      timestep), ``max_episode_steps`` (1000);
+Walker2d, Ant)                                            needs ``pip install 'pipelag[mjx]'``
 =============================  =========================  ===========================================
 
 Env modules are imported lazily (only the one ``make`` builds). Any other environment (MuJoCo, Atari,
@@ -36,6 +39,7 @@ _MINATAR_GAMES = {
     "SpaceInvaders": "space_invaders",
 }
 _MINIGRID_IDS = ("MiniGrid-Empty-Random-5x5-v0", "MiniGrid-DoorKey-5x5-v0")
+_MJX_TASKS = ("HalfCheetah", "Hopper", "Walker2d", "Ant")  # = envs.mjx.MJX_IDS (that module imports jax)
 
 _REGISTRY: dict[str, _Entry] = {
     **{
@@ -43,6 +47,10 @@ _REGISTRY: dict[str, _Entry] = {
         for name, game in _MINATAR_GAMES.items()
     },
     **{env_id: _Entry("pipelag.envs.minigrid", "MiniGrid", (env_id,), ("view",)) for env_id in _MINIGRID_IDS},
+    **{
+        f"MJX/{task}-v4": _Entry("pipelag.envs.mjx", "MjxMujoco", (f"{task}-v4",), ("speedup", "max_episode_steps"))
+        for task in _MJX_TASKS
+    },
 }
 
 _HOST_HINT = (
