@@ -76,6 +76,27 @@ def test_jax_run_directory_and_exact_resume(tmp_path, toy_setup):
         assert curves["episode_return"].shape == (2, 6) and curves["eval_mean"].shape == (2, 4)
 
 
+def test_time_budget_stops_at_a_chunk_boundary_and_still_evaluates(tmp_path, toy_setup, monkeypatch):
+    """A fake clock that advances 1 s per reading: a 2.5 s budget ends training after a few chunks; the
+    results say so, and equal those of a run planned that long (same steps, same evaluation)."""
+    from pipelag.algorithms.sac import train as sac_train
+
+    cfg, driver = toy_setup
+    clock = iter(range(10**6))
+    monkeypatch.setattr(sac_train, "_clock", lambda: float(next(clock)))
+    res = run(cfg, tmp_path / "b", num_seeds=2, driver=driver, progress=False, time_budget_s=2.5)
+    early = res["stopped_early"]
+    assert early == {"reason": "time budget", "agent_steps": 300, "planned_agent_steps": 600}  # 3 chunks of 100
+    assert res["agent_steps"] == early["agent_steps"]
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["stopped_early"] == early
+    monkeypatch.undo()
+    short = run(cfg.replace(total_timesteps=early["agent_steps"]), tmp_path / "s", num_seeds=2, progress=False)
+    assert "stopped_early" not in short
+    assert short["eval_return_mean_action"] == res["eval_return_mean_action"]
+    with pytest.raises(PipelagError, match="time-budget"):
+        run(cfg, tmp_path / "z", num_seeds=1, driver=driver, progress=False, time_budget_s=0)
+
+
 def test_host_loop_on_a_gymnasium_env_with_resume_and_policy_export(tmp_path):
     """Pendulum-v1 (actions in [−2, 2]) through the host adapter: the host driver, its checkpoint/resume,
     and the exported policy, which pipelag.runtime reloads to the same mean actions."""

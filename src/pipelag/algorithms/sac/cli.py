@@ -135,7 +135,8 @@ def run_train(args: argparse.Namespace) -> int:
         from pipelag.algorithms.sac.train import run
 
         results = run(config, args.out, num_seeds=num_seeds, seed=seed, resume=bool(getattr(args, "resume", False)),
-                      progress=not getattr(args, "quiet", False))
+                      progress=not getattr(args, "quiet", False),
+                      time_budget_s=getattr(args, "time_budget", None))
     except PipelagError as e:
         print(f"pipelag train: error: {e}", file=sys.stderr)
         return 2

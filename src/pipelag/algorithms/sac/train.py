@@ -607,7 +607,8 @@ def make_driver(config: SACConfig, num_seeds: int = 1, seed: int = 0):
 
 
 def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: bool = False,
-        progress: bool = True, *, driver=None, stop_after_steps: int | None = None) -> dict[str, Any]:
+        progress: bool = True, *, driver=None, stop_after_steps: int | None = None,
+        time_budget_s: float | None = None) -> dict[str, Any]:
     """Train ``num_seeds`` seeds (``seed``, ``seed + 1``, …) of ``config`` into the run directory ``out``.
 
     Writes config.json, metrics.jsonl, checkpoint.msgpack (every ``checkpoint_every`` steps and at the end),
@@ -615,13 +616,18 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
     from the checkpoint: exactly for JAX envs (env states are in the checkpoint), with a fresh episode per
     seed for gymnasium envs. ``driver`` (from :func:`make_driver`) reuses compiled functions across runs;
     ``stop_after_steps``: checkpoint and return early (``{"stopped_at_step": n}``) once that many agent
-    steps are done (for tests and time-limited jobs). Returns the results.
+    steps are done (for tests and time-limited jobs). ``time_budget_s``: stop training at the first chunk
+    boundary after this many seconds of training, then evaluate and write the results as usual, with
+    ``"stopped_early"`` (steps reached, steps planned) in them: SAC has no schedule tied to the planned
+    length, so this is exactly a run of the shorter length. Returns the results.
     """
     from pipelag.algorithms.common import Progress, RunDir
 
     config = config.validate()
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise PipelagError(f"num_seeds must be a positive integer, got {num_seeds!r}")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise PipelagError(f"--time-budget must be a positive number of seconds, got {time_budget_s!r}")
     backend = resolve_backend(config)
     seeds = list(range(seed, seed + num_seeds))
     own = driver is None
@@ -637,7 +643,7 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
                                                      tag=f"sac {config.env_id}", enabled=progress))
         keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
         loop = _run_jax if backend == "jax" else _run_host
-        return loop(driver, book, keys, resuming, stop_after_steps)
+        return loop(driver, book, keys, resuming, stop_after_steps, time_budget_s or math.inf)
     finally:
         if own and backend == "host":
             driver.close()
@@ -698,7 +704,14 @@ class _Book:
         return {"stopped_at_step": int(step)}
 
 
-def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_steps):
+_clock = time.perf_counter  # the training clock (wall time and time budget); tests replace it
+
+
+def _stopped_early(step: int, total: int) -> dict[str, Any]:
+    return {"stopped_early": {"reason": "time budget", "agent_steps": int(step), "planned_agent_steps": int(total)}}
+
+
+def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_steps, time_budget_s: float):
     config = driver.config
     runner = driver.compiled_init()(keys)
     done_chunks = 0
@@ -711,7 +724,7 @@ def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_st
         return np.asarray(f(runner.sac.actor_params, jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys)))
 
     plan = driver.chunks()
-    t0 = time.perf_counter()
+    t0 = _clock()
     last_ckpt = last_eval = int(np.asarray(runner.step)[0])
     for i, (kind, n) in enumerate(plan):
         if i < done_chunks:
@@ -728,16 +741,22 @@ def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_st
         if config.checkpoint_every and step - last_ckpt >= config.checkpoint_every and i + 1 < len(plan):
             book.save(runner, step, chunks=i + 1)
             last_ckpt = step
-    wall = time.perf_counter() - t0
+        if _clock() - t0 > time_budget_s and i + 1 < len(plan):
+            early = _stopped_early(step, driver.agent.total_steps)
+            break
+    else:
+        early = {}
+    wall = _clock() - t0
+    # a run stopped early is finished as it stands (its checkpoint is not resumable past the stop)
     book.save(runner, int(np.asarray(runner.step)[0]), chunks=len(plan))
     eval_mean = eval_sample = np.zeros((len(book.seeds), 0))
     if config.eval_episodes:
         eval_mean, eval_sample = evaluate("mean", 1), evaluate("sample", 2)
     return book.finish(driver.agent, runner, eval_mean, eval_sample,
-                       {"backend": "jax", "wall_s": wall, "window": driver.agent.window})
+                       {"backend": "jax", "wall_s": wall, "window": driver.agent.window, **early})
 
 
-def _run_host(driver: HostDriver, book: _Book, keys, resuming: bool, stop_after_steps):
+def _run_host(driver: HostDriver, book: _Book, keys, resuming: bool, stop_after_steps, time_budget_s: float):
     config, seeds = driver.config, book.seeds
     runner = driver.init(keys)
     if resuming:
@@ -746,16 +765,16 @@ def _run_host(driver: HostDriver, book: _Book, keys, resuming: bool, stop_after_
     step = int(np.asarray(runner.step)[0])
     total = driver.agent.total_steps
     recent: list[list[float]] = [[] for _ in seeds]
-    t_start, updates_total, last_ckpt, last_eval = time.perf_counter(), 0, step, step
+    t_start, updates_total, last_ckpt, last_eval = _clock(), 0, step, step
 
     def on_episode(i, r):
         recent[i].append(r)
 
     while step < total:
         n = min(config.chunk_size - step % config.chunk_size, total - step)
-        t0 = time.perf_counter()
+        t0 = _clock()
         runner, info = driver.run_steps(runner, n, on_episode)
-        dt = time.perf_counter() - t0
+        dt = _clock() - t0
         step += n
         updates_total += info["updates"]
         per_seed = [float(np.mean(r)) if r else None for r in recent]
@@ -772,7 +791,12 @@ def _run_host(driver: HostDriver, book: _Book, keys, resuming: bool, stop_after_
         if config.checkpoint_every and step - last_ckpt >= config.checkpoint_every and step < total:
             book.save(runner, step)
             last_ckpt = step
-    wall = time.perf_counter() - t_start
+        if _clock() - t_start > time_budget_s and step < total:
+            early = _stopped_early(step, total)
+            break
+    else:
+        early = {}
+    wall = _clock() - t_start
     book.save(runner, step)
     eval_mean = eval_sample = np.zeros((len(seeds), 0))
     if config.eval_episodes:
@@ -781,7 +805,7 @@ def _run_host(driver: HostDriver, book: _Book, keys, resuming: bool, stop_after_
         eval_sample = driver.evaluate(params, config.eval_episodes, "sample", seeds[0] + 200_000)
     return book.finish(driver.agent, runner, eval_mean, eval_sample,
                        {"backend": "host", "wall_s": wall, "window": driver.agent.window,
-                        "critic_updates_this_session": updates_total})
+                        "critic_updates_this_session": updates_total, **early})
 
 
 def _extra(rec):

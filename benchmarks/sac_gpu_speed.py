@@ -1,0 +1,96 @@
+"""SAC on the GPU: the jitted driver (env inside ``jit``) with an MJX MuJoCo task, 1 seed vs N seeds vmapped.
+
+    python benchmarks/sac_gpu_speed.py                                  # MJX/HalfCheetah-v4, seeds 1 and 8
+    python benchmarks/sac_gpu_speed.py --env MJX/Hopper-v4 --seeds 1 4 8 --json out.json
+
+For every seed count, ``JaxDriver.warmup`` (random actions, the first ``learning_starts`` steps of the
+paper's schedule) and ``JaxDriver.iterate`` (one env step + one critic update per step, ``policy_frequency``
+actor updates every ``policy_frequency`` steps: the paper's schedule) are compiled, run once, then timed.
+Reported: env steps/s per seed in both phases (training steps/s = critic updates/s), and the wall time of
+1M paper-schedule steps (``learning_starts`` random steps, then training) for all the seeds together. The
+baseline is 1 seed, measured in the same run: the ratio is the throughput of N seeds over 1 seed's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+
+
+def _timed(fn, runner):
+    """Run once (compile + warm-up), then time a second call. Returns (runner, compile+first s, timed s)."""
+    t0 = time.perf_counter()
+    runner, _ = fn(runner)
+    jax.block_until_ready(runner)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    runner, _ = fn(runner)
+    jax.block_until_ready(runner)
+    return runner, first, time.perf_counter() - t0
+
+
+def measure(config, seeds: int, warm_steps: int, train_steps: int) -> dict:
+    from pipelag.algorithms.sac.train import JaxDriver
+
+    d = JaxDriver(config)
+    runner = jax.jit(jax.vmap(d.init))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    warm = jax.jit(jax.vmap(lambda r: d.warmup(r, warm_steps)), donate_argnums=0)
+    runner, warm_first, warm_s = _timed(warm, runner)
+    iters = max(1, train_steps // config.policy_frequency)
+    train = jax.jit(jax.vmap(lambda r: d.iterate(r, iters)), donate_argnums=0)
+    runner, train_first, train_s = _timed(train, runner)
+    steps = iters * config.policy_frequency
+    warm_sps, train_sps = warm_steps / warm_s, steps / train_s  # per seed (all seeds step together)
+    total, starts = 1_000_000, config.learning_starts
+    wall_1m = starts / warm_sps + (total - starts) / train_sps
+    return {"seeds": seeds, "compile_and_first_call_s": warm_first + train_first,
+            "random_phase_steps_per_s_per_seed": warm_sps, "train_steps_per_s_per_seed": train_sps,
+            "train_steps_per_s_all_seeds": train_sps * seeds, "critic_updates_per_s_all_seeds": train_sps * seeds,
+            "wall_min_per_1M_steps_all_seeds": wall_1m / 60}
+
+
+def main(argv=None):
+    from pipelag.algorithms.sac import SACConfig
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="MJX/HalfCheetah-v4")
+    p.add_argument("--arch", default="mlp-proj-from-obs")
+    p.add_argument("--action-history", type=int, default=2)
+    p.add_argument("--delta", type=float, default=1.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--warm", type=int, default=1000, help="timed random-phase steps")
+    p.add_argument("--train", type=int, default=2000, help="timed training steps")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    cfg = SACConfig(env_id=args.env, arch=args.arch, action_history=args.action_history, delta=args.delta,
+                    eval_episodes=0).validate()
+    dev = jax.devices()[0]
+    print(f"device: {dev.platform} {dev.device_kind} | {args.env} {args.arch} action_history={args.action_history} "
+          f"δ={args.delta:g} | batch {cfg.batch_size}, buffer {cfg.buffer_size}, learning_starts {cfg.learning_starts}",
+          flush=True)
+    rows = []
+    for s in args.seeds:
+        rows.append(measure(cfg, s, args.warm, args.train))
+        print(f"  seeds={s}: {json.dumps({k: round(v, 2) for k, v in rows[-1].items()})}", flush=True)
+    base = rows[0]["train_steps_per_s_all_seeds"] / rows[0]["seeds"]
+    hdr = (f"{'seeds':>5} | {'random steps/s/seed':>19} | {'train steps/s/seed':>18} | {'updates/s (all)':>15} | "
+           f"{'min per 1M (all seeds)':>22} | {'throughput vs 1 seed':>20}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        r["throughput_vs_1_seed"] = r["train_steps_per_s_all_seeds"] / base
+        print(f"{r['seeds']:>5} | {r['random_phase_steps_per_s_per_seed']:>19,.0f} | "
+              f"{r['train_steps_per_s_per_seed']:>18,.0f} | {r['critic_updates_per_s_all_seeds']:>15,.0f} | "
+              f"{r['wall_min_per_1M_steps_all_seeds']:>22.1f} | {r['throughput_vs_1_seed']:>19.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": f"{dev.platform} {dev.device_kind}", "env": args.env, "arch": args.arch,
+                       "action_history": args.action_history, "delta": args.delta, "rows": rows}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
