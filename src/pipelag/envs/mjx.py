@@ -33,9 +33,15 @@ The time limit (``max_episode_steps``, 1000) is a truncation; ``terminated`` com
 (no ``jax_enable_x64``) is switched on. Needs ``pip install 'pipelag[mjx]'`` (``mujoco-mjx``) and
 gymnasium (for the XML files, ``pip install 'pipelag[mujoco]'``).
 
+The physics is MuJoCo's, not MJX 3.17's where the two differ on these models: plane–capsule contacts
+get MuJoCo's contact frame (MJX falls back to a fixed tangent for steep capsules, which turns the
+pyramidal friction cone: Ant's feet), and RK4 models with a free joint (Ant) get MuJoCo 4.0's RK4 with
+the Runge–Kutta–Munthe-Kaas correction of orientations. With both, one physics step equals ``mj_step``
+to 1e-12 in float64 (``physics_step``; MJX internals are patched only while our step is traced).
+
 Equality with the CPU env (``tests/envs/test_mjx.py``, docs/environments.md "MJX (GPU)"): from the
-same state and action every step matches to float32 tolerance; whole trajectories match for the
-non-chaotic tasks; return/length distributions match for all four.
+same state and action every step matches to float32 tolerance; whole trajectories match where the task
+is not chaotic; return/length distributions match for all four.
 """
 
 from __future__ import annotations
@@ -180,11 +186,13 @@ class MjxMujoco(JaxEnv):
         return MjxState(self.mjx.put_data(self.mj_model, mj_data), jnp.asarray(t, jnp.int32))
 
     def physics_step(self, data):
-        """One ``mj_step``: ``mjx.step``, except for RK4 models with free/ball joints (Ant), which get
-        MuJoCo ≥ 4.0's RK4 (Runge–Kutta–Munthe-Kaas orientations, :func:`rk4_munthe_kaas`)."""
-        if self._rot_dofs is None:
-            return self.mjx.step(self.model, data)
-        return rk4_munthe_kaas(self.model, self.mjx.forward(self.model, data), self._rot_dofs)
+        """One ``mj_step`` as MuJoCo computes it: ``mjx.step`` with MuJoCo's plane–capsule contact frames
+        (:func:`mujoco_c_capsule_frames`) and, for RK4 models with free/ball joints (Ant), MuJoCo ≥ 4.0's
+        RK4 (Runge–Kutta–Munthe-Kaas orientations, :func:`rk4_munthe_kaas`)."""
+        with mujoco_c_capsule_frames():  # traced now: the compiled step keeps MuJoCo's contact frames
+            if self._rot_dofs is None:
+                return self.mjx.step(self.model, data)
+            return rk4_munthe_kaas(self.model, self.mjx.forward(self.model, data), self._rot_dofs)
 
     # --------------------------------------------------------------------------------------- interface
     def reset_env(self, key):
@@ -207,8 +215,7 @@ class MjxMujoco(JaxEnv):
         def substep(d, _):
             return self.physics_step(d), None
 
-        with mujoco_c_capsule_frames():  # traced now: the compiled step keeps MuJoCo's contact frames
-            data, _ = jax.lax.scan(substep, data.replace(ctrl=action), None, length=self.frame_skip)
+        data, _ = jax.lax.scan(substep, data.replace(ctrl=action), None, length=self.frame_skip)
         x_velocity = (self._x(data) - x_before) / self.dt
         healthy = self._healthy(data)
         # healthy_reward = float(is_healthy or terminate_when_unhealthy) * w: always w (v4 terminates)
