@@ -430,3 +430,13 @@ def test_capsule_frame_patch_is_scoped():
     with mjx_env.mujoco_c_capsule_frames():
         assert cd._COLLISION_FUNC[key] is not original
     assert cd._COLLISION_FUNC[key] is original
+
+
+def test_sac_with_an_unknown_mjx_id_lists_the_mjx_ids():
+    from pipelag.algorithms.sac.config import SACConfig
+    from pipelag.algorithms.sac.train import make_jax_env, resolve_backend
+
+    config = SACConfig(env_id="MJX/Humanoid-v4")
+    assert resolve_backend(config) == "jax"  # not sent to gymnasium
+    with pytest.raises(PipelagError, match=r"unknown JAX environment id 'MJX/Humanoid-v4'.*MJX/Hopper-v4"):
+        make_jax_env(config)

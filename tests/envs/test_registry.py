@@ -19,7 +19,9 @@ def _have(module: str) -> bool:
 
 
 def test_list_envs_exact():
-    assert sorted(list_envs()) == sorted(MINATAR_IDS + MINIGRID_IDS)
+    from pipelag.envs.mjx import MJX_IDS
+
+    assert sorted(list_envs()) == sorted([*MINATAR_IDS, *MINIGRID_IDS, *MJX_IDS])
     assert pipelag.envs.make is make
 
 

@@ -297,3 +297,19 @@ def test_process_backend_spreads_runs_over_the_given_gpus(tmp_path, fake_dir):
     assert set(devices) == {0.0, 3.0}  # both GPUs used, each run saw exactly one of them
     with pytest.raises(PipelagError, match="--gpus"):
         sweep(exp, budget, tmp_path / "x", trainer=device_trainer, backend="local", gpus=["0"], log=QUIET)
+
+
+def test_one_column_of_a_table_sweeps_only_its_runs_and_names_its_command(tmp_path, fake_dir):
+    full = get_experiment("table9")
+    exp = full.only_columns(["breakout"])  # case and version suffix are optional
+    assert exp.columns == ("Breakout-v0",) and exp.name == "table9-Breakout-v0"
+    assert {t.spec["env"] for t in exp.tasks(Budget(0.001, 1))} == {"MinAtar/Breakout-v0"}
+    assert len(exp.tasks(Budget(0.001, 1))) == 12  # 11 agents + the instantaneous baseline
+    rep = sweep(exp, Budget(0.001, 1), tmp_path, trainer=counting_trainer, log=QUIET)
+    assert rep.ok and len(rep.done) == 12 and len(calls(fake_dir)) == 12
+    # the full table then only trains the other columns
+    rep = sweep(full, Budget(0.001, 1), tmp_path, trainer=counting_trainer, log=QUIET, dry_run=True)
+    assert len(rep.skipped) == 12 and "MinAtar/Breakout-v0" not in {t.spec["env"] for t, _ in rep.planned}
+    assert exp.cli_name == "table9 --columns Breakout-v0"
+    with pytest.raises(PipelagError, match="no column 'Pong'.*Breakout-v0"):
+        full.only_columns(["Pong"])

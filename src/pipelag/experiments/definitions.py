@@ -292,6 +292,8 @@ class Experiment:
     notes: tuple[str, ...] = ()
     baseline_delta: str = "none"
     paper_baseline_tables: tuple[str, ...] = ()  # where the paper's normaliser is printed
+    #: command-line selection that gives this experiment (``table9 --columns Breakout-v0``; "" = its name)
+    cli_name: str = ""
 
     # ------------------------------------------------------------------ the grid
     def cells(self) -> list[Cell]:
@@ -335,7 +337,8 @@ class Experiment:
                      for r in self.rows)
         rows = tuple(r for r in rows if r.entries)
         return dataclasses.replace(self, name=f"{self.name}-{'-'.join(wanted)}",
-                                   columns=tuple(c for c in self.columns if c in wanted), rows=rows)
+                                   columns=tuple(c for c in self.columns if c in wanted), rows=rows,
+                                   cli_name=f"{self.cli_name or self.name} --columns {','.join(wanted)}")
 
     def summary(self) -> str:
         envs = sorted({c.env for c in self.cells()})

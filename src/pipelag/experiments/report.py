@@ -100,7 +100,7 @@ def _returns(cell: Cell, budget: Budget, by_key: dict[str, dict[int, dict]], met
 
 
 def _sweep_command(exp: Experiment, budget: Budget, out: Path) -> str:
-    return f"pipelag sweep {exp.name}{budget.cli_args()} --out {out}"
+    return f"pipelag sweep {exp.cli_name or exp.name}{budget.cli_args()} --out {out}"
 
 
 def _paper_lookup(ref: PaperRef, fallback_tables: tuple[str, ...]) -> paper_numbers.PaperNumber | None:

@@ -67,7 +67,8 @@ class EnvSpec:
 def is_jax_env_id(env_id: str) -> bool:
     from pipelag.envs import list_envs
 
-    return env_id in TOY_ENVS or env_id in list_envs()
+    # every "MJX/..." id goes to the registry, whose error lists the MJX ids (not to gymnasium)
+    return env_id in TOY_ENVS or env_id in list_envs() or str(env_id).startswith("MJX/")
 
 
 def resolve_backend(config: SACConfig) -> str:
