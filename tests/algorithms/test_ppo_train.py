@@ -132,3 +132,16 @@ def test_time_budget_shrinks_the_run_once(tmp_path, resume_setup, monkeypatch):
     assert stored["time_budget"]["planned_total_timesteps"] == cfg.total_timesteps
     curves = np.load(tmp_path / "budget" / "curves.npz")
     assert curves["episode_return"].shape == (2, res["num_updates"])
+
+
+def test_evaluation_can_be_switched_off(tmp_path):
+    """eval_episodes=0 (allowed by the config) skips evaluation in the pure train and in run(), whose
+    results then hold None (valid JSON), not NaN or a crash."""
+    env = DelayedCue(num_actions=3, lag=1, max_steps=8)
+    cfg = PPOConfig(env_id="toy", arch="mlp", hidden=8, critic_hidden=8, num_envs=4, num_steps=4,
+                    total_timesteps=4 * 4 * 2, eval_episodes=0)
+    out = train_seeds(cfg, [0], env)
+    assert out["eval"]["sampled"]["returns"].shape == (1, 0)
+    res = run(cfg, seeds=[0], out_dir=str(tmp_path / "r"), env=env, progress=False)
+    assert res["eval_sampled"]["mean"] is None and res["eval_greedy"]["per_seed"] == [None]
+    assert json.loads((tmp_path / "r" / "results.json").read_text(), parse_constant=lambda c: 1 / 0)

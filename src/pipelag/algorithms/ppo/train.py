@@ -234,8 +234,10 @@ class PPO:
         Returns raw-env episode returns [num_episodes] and whether each episode finished within
         ``max_steps`` agent steps (an unfinished one keeps its return so far)."""
         c = self.config
-        n = num_episodes or c.eval_episodes
+        n = c.eval_episodes if num_episodes is None else num_episodes
         max_steps = max_steps or c.eval_max_steps
+        if n == 0:  # evaluation switched off
+            return {"returns": jnp.zeros((0,)), "lengths": jnp.zeros((0,)), "finished": jnp.zeros((0,), bool)}
         pa = params["actor"]
         k_reset, rng = jax.random.split(rng)
         env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_reset, n))
@@ -500,7 +502,12 @@ def _results(c: PPOConfig, seeds, curves, final, timing, updates_done: int) -> d
                            "env_steps_per_agent_step": max(1, int(round(c.delta))) if c.delta > 1 else 1,
                            "timing": timing}
     for mode in ("sampled", "greedy"):
-        per_seed = final[mode]["returns"].mean(axis=1)
+        returns = final[mode]["returns"]
+        if returns.shape[1] == 0:  # eval_episodes = 0: no evaluation (None, not NaN, in the JSON)
+            out[f"eval_{mode}"] = {"per_seed": [None] * len(seeds), "mean": None, "se": None,
+                                   "episodes_per_seed": 0, "unfinished": 0}
+            continue
+        per_seed = returns.mean(axis=1)
         mean, se = _mean_se(per_seed)
         out[f"eval_{mode}"] = {"per_seed": per_seed.tolist(), "mean": mean, "se": se,
                                "episodes_per_seed": int(final[mode]["returns"].shape[1]),
@@ -519,5 +526,7 @@ def _results(c: PPOConfig, seeds, curves, final, timing, updates_done: int) -> d
 
 def _summary(r: dict[str, Any]) -> str:
     s, g = r["eval_sampled"], r["eval_greedy"]
+    if s["mean"] is None:
+        return "no final evaluation (eval_episodes = 0)"
     return (f"final eval ({s['episodes_per_seed']} episodes/seed, {len(r['seeds'])} seeds): sampled "
             f"{s['mean']:.2f} ± {s['se']:.2f}, greedy {g['mean']:.2f} ± {g['se']:.2f}")

@@ -1,0 +1,55 @@
+"""Regression test: PPO's pure training vmapped over 2 seeds used to hang forever on a 2-core CPU
+(XLA's concurrency-optimized CPU scheduler; pipelag turns it off on import). Run in a subprocess with a
+timeout, so that a hang fails the test instead of blocking the suite."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import jax, jax.numpy as jnp
+{pre}
+from pipelag.algorithms.ppo import PPOConfig, make_train
+cfg = PPOConfig(env_id="MinAtar/Breakout-v0", arch="cnn", channels=(4, 4, 4), hidden=16, critic_channels=(4, 4, 4),
+                critic_hidden=16, num_envs=4, num_steps=8, total_timesteps=4 * 8 * 4, eval_episodes=2,
+                eval_max_steps=20)
+keys = jnp.stack([jax.random.PRNGKey(s) for s in range(2)])
+out = jax.jit(jax.vmap(make_train(cfg)))(keys)
+print("finished", jax.block_until_ready(out["eval"]["sampled"]["returns"]).shape)
+"""
+
+
+def _run(pre: str = "", flags: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if flags is not None:
+        env["XLA_FLAGS"] = flags
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.run([sys.executable, "-c", SCRIPT.format(pre=pre)], env=env, capture_output=True, text=True,
+                          timeout=150)
+
+
+def test_two_seeds_of_the_pure_ppo_train_finish_on_cpu():
+    p = _run()
+    assert p.returncode == 0 and "finished (2, 2)" in p.stdout, p.stderr[-2000:]
+
+
+def test_the_flag_is_set_on_import_and_a_users_choice_is_kept():
+    import pipelag
+
+    assert "xla_cpu_enable_concurrency_optimized_scheduler" in os.environ["XLA_FLAGS"]
+    code = "import os, pipelag; print(os.environ['XLA_FLAGS'])"
+    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert out.split() == ["--xla_cpu_enable_concurrency_optimized_scheduler=true"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert out.split() == [pipelag.CPU_DEADLOCK_FLAG]
+
+
+@pytest.mark.slow
+def test_without_the_workaround_the_same_program_hangs():
+    """Documents the XLA bug (slow: waits for the timeout). If this starts passing, XLA fixed it."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        _run(flags="--xla_cpu_enable_concurrency_optimized_scheduler=true")
