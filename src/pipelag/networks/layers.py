@@ -88,5 +88,7 @@ def apply_layer(node: Node, module: nn.Module, params, x: jax.Array, carry=None,
     if node.op == "lstm":
         carry, h = module.apply({"params": params}, carry, x)
         return h, carry
-    y = module.apply({"params": params}, x).astype(jnp.float32)  # bf16 compute: outputs back to f32
+    y = module.apply({"params": params}, x)
+    if y.dtype == jnp.bfloat16:  # bf16 compute: outputs (and so stored activations) back to float32
+        y = y.astype(jnp.float32)
     return (activate(node, y) if with_activation else y), None
