@@ -109,6 +109,8 @@ def main(argv=None):
     p.add_argument("--compute-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                    help="one row group per dtype (bfloat16: mixed precision products)")
     p.add_argument("--minibatches", type=int, nargs="+", default=[4], help="num_minibatches values to time")
+    p.add_argument("--rollout-unroll", type=int, nargs="+", default=[1],
+                   help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll)")
     p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
                    "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")
@@ -117,31 +119,37 @@ def main(argv=None):
                          instantaneous=args.instantaneous)
     updates = max(1, args.steps // base_cfg.batch_size)
     dev = jax.devices()[0]
+    import os
+
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"device: {dev.platform} {dev.device_kind} | {args.env} {args.arch} action_history={args.action_history}"
           f"{' instantaneous' if args.instantaneous else ''}"
           f" | {updates} updates × {base_cfg.batch_size} steps per seed",
           flush=True)
     if args.profile:
-        profile(base_cfg.replace(compute_dtype=args.compute_dtype[0], num_minibatches=args.minibatches[0]),
-                args.profile)
+        profile(base_cfg.replace(compute_dtype=args.compute_dtype[0], num_minibatches=args.minibatches[0],
+                                 rollout_unroll=args.rollout_unroll[0]), args.profile)
     rows = []
-    for dtype in args.compute_dtype:
-        for mb in args.minibatches:
-            cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb)
-            for s in args.seeds:
-                r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
-                rows.append({"compute_dtype": dtype, "num_minibatches": mb, **r})
-                print(f"  {dtype} minibatches={mb} seeds={s}: compile {r['compile_s']:.1f}s, run {r['wall_s']:.2f}s "
-                      f"(rollout part {r['rollout_s']:.2f}s)", flush=True)
+    import itertools
+
+    for dtype, mb, unroll in itertools.product(args.compute_dtype, args.minibatches, args.rollout_unroll):
+        cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll)
+        for s in args.seeds:
+            r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
+            rows.append({"compute_dtype": dtype, "num_minibatches": mb, "rollout_unroll": unroll, **r})
+            print(f"  {dtype} minibatches={mb} unroll={unroll} seeds={s}: compile {r['compile_s']:.1f}s, "
+                  f"run {r['wall_s']:.2f}s (rollout part {r['rollout_s']:.2f}s)", flush=True)
     # the baseline: 1 seed (or the fewest timed) of the first variant, measured in this same run
     base = rows[0]["steps_per_s"] / rows[0]["seeds"]
-    hdr = (f"{'dtype':>8} | {'mb':>2} | {'seeds':>5} | {'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | "
+    hdr = (f"{'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'seeds':>5} | "
+           f"{'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | "
            f"{'steps/s/seed':>12} | {'s, 10M each':>11} | {'rollout %':>9} | {'throughput vs first row':>23}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         r["throughput_vs_first_row"] = r["steps_per_s"] / base
-        print(f"{r['compute_dtype']:>8} | {r['num_minibatches']:>2} | {r['seeds']:>5} | {r['compile_s']:>9.1f} | "
+        print(f"{r['compute_dtype']:>8} | {r['num_minibatches']:>2} | {r['rollout_unroll']:>6} | "
+              f"{r['seeds']:>5} | {r['compile_s']:>9.1f} | "
               f"{r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | {r['steps_per_s_per_seed']:>12,.0f} | "
               f"{r['wall_s_per_10M_steps_each']:>11.1f} | {100 * r['rollout_s'] / r['wall_s']:>8.0f}% | "
               f"{r['throughput_vs_first_row']:>22.2f}x")

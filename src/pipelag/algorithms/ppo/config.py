@@ -49,6 +49,9 @@ class PPOConfig(ConfigIO):
     critic_channels: tuple[int, ...] | None = None
     #: "bfloat16": actor and critic multiply in bf16 (float32 parameters, Adam and activations)
     compute_dtype: str = "float32"
+    #: lax.scan unroll factor of the rollout and GAE loops (speed only: the same computation; on a GPU
+    #: unrolling saves the per-iteration loop overhead of XLA's while loops, docs/ppo.md)
+    rollout_unroll: int = 1
     # ---------------------------------------------------------------- PPO (Table 6)
     total_timesteps: int = 10_000_000
     num_envs: int = 32
@@ -120,7 +123,7 @@ class PPOConfig(ConfigIO):
                 raise PipelagError(msg)
 
         for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "total_timesteps",
-                     "eval_max_steps"):
+                     "eval_max_steps", "rollout_unroll"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                  f"{name} must be a positive integer, got {v!r}")

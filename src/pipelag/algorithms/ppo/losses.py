@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 
 def compute_gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, terminated: jax.Array,
-                done: jax.Array, gamma: float, gae_lambda: float) -> tuple[jax.Array, jax.Array]:
+                done: jax.Array, gamma: float, gae_lambda: float, unroll: int = 1) -> tuple[jax.Array, jax.Array]:
     """Arrays [T, ...] (time first). Returns (advantages, returns = advantages + values)."""
     not_term = 1.0 - terminated.astype(jnp.float32)
     not_done = 1.0 - done.astype(jnp.float32)
@@ -32,7 +32,7 @@ def compute_gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, t
         adv = delta + gamma * gae_lambda * nd * next_adv
         return adv, adv
 
-    _, adv = jax.lax.scan(body, jnp.zeros_like(deltas[0]), (deltas, not_done), reverse=True)
+    _, adv = jax.lax.scan(body, jnp.zeros_like(deltas[0]), (deltas, not_done), reverse=True, unroll=unroll)
     return adv, adv + values
 
 

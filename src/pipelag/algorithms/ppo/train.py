@@ -167,7 +167,7 @@ class PPO:
             rs = rs._replace(env_state=env_state, obs=step.obs, actor_state=actor_state, first=done, rng=rng)
             return rs, tr
 
-        return jax.lax.scan(tick, rs, None, length=self.config.num_steps)
+        return jax.lax.scan(tick, rs, None, length=self.config.num_steps, unroll=self.config.rollout_unroll)
 
     # ------------------------------------------------------------------ update
     def _minibatch_loss(self, params, mb):
@@ -187,7 +187,7 @@ class PPO:
         both = instant_values(self.critic, rs.params["critic"], jnp.concatenate([traj.obs, traj.final_obs], axis=0))
         values, next_values = both[:T], both[T:]
         advantages, returns = compute_gae(traj.reward, values, next_values, traj.terminated, traj.done, c.gamma,
-                                          c.gae_lambda)
+                                          c.gae_lambda, unroll=c.rollout_unroll)
         data = {"obs": traj.obs, "action": traj.action, "logp": traj.logp, "first": traj.first,
                 "advantages": advantages, "returns": returns, "values": values}
         grad_fn = jax.value_and_grad(self._minibatch_loss, has_aux=True)
