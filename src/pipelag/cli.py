@@ -119,11 +119,12 @@ def _run_train(args) -> int:
 
 
 def _plugin_parsers():
-    """Subcommands that live beside their code (bench, sweep/report)."""
+    """Subcommands that live beside their code (bench, sweep/report, analyze)."""
     from pipelag.experiments.cli import add_parsers as add_experiment_parsers
+    from pipelag.experiments.connections import add_analyze_parser
     from pipelag.runtime.cli import add_bench_parser
 
-    return [add_bench_parser, add_experiment_parsers]
+    return [add_bench_parser, add_experiment_parsers, add_analyze_parser]
 
 
 def main(argv: list[str] | None = None) -> int:

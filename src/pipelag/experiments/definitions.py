@@ -535,6 +535,19 @@ def _build() -> dict[str, Experiment]:
                          ("The agent 'with skip connections' = three layers w/ proj-from-obs & aug; dropout levels "
                           "0–0.6 are our choice. Needs a trainer with a `dropout` option.",),
                          paper_baseline_tables=("7",)))
+
+    # ---- Figure 5: connection removal in the three-layer proj-to-action agent (Ant, δ = 4)
+    ex.append(Experiment("fig5", "Figure 5", "Removing connections of the proj-to-action agent (Ant, δ = 4)",
+                         ("Ant-v4",), (Row(VARIANTS["mlp3+pta"].label, {"Ant-v4": Entry(
+                             (Cell("Ant-v4", "mlp3+pta", 4.0, seeds=1),), (PaperRef("8", "mlp3+pta", "Ant-v4", 4.0),))},
+                             section=_sec(4.0), series="mlp3+pta", x=4.0),),
+                         "returns", PlotSpec("bars"),
+                         ("The sweep trains the intact agent (one seed, as the figure analyses one agent) and the "
+                          "instantaneous SAC baseline the report normalises by; the removals themselves are "
+                          "evaluated by `pipelag analyze connections --checkpoint <its run directory>` (Fig. 5: "
+                          "mean ± one SD over 100 episodes).",
+                          "Paper value: the intact agent's Table 8 entry (the figure prints no numbers)."),
+                         paper_baseline_tables=("8", "7")))
     return {e.name: e for e in ex}
 
 
