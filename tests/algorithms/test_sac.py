@@ -395,3 +395,104 @@ def test_action_repeat_baseline_is_realtime_with_an_instantaneous_actor():
     assert piped.agent.window == 4 and piped.agent.net.env_steps_per_tick == 2
     half = JaxDriver(SACConfig(**{**TOY, "delta": 0.5}))
     assert half.agent.window == 3 and not isinstance(half.env.env, RealTime)
+
+
+# ============================================================================ dropout (paper App. D, Fig. 12)
+@pytest.mark.parametrize("p", [1.0, -0.2, float("nan"), True])
+def test_dropout_must_be_a_probability(p):
+    with pytest.raises(PipelagError, match=r"dropout must be a probability in \[0, 1\)"):
+        SACConfig(**{**TOY, "dropout": p}).validate()
+
+
+def test_sac_with_dropout_trains_and_acts_and_evaluates_with_dropout():
+    """A few hundred steps of SAC whose actor drops 30 % of its hidden units, on the jitted path; the actor
+    (critics untouched) and its mean action at evaluation depend on the dropout key, without dropout not."""
+    from pipelag.algorithms.sac.train import make_train
+
+    config = SACConfig(**{**TOY, "dropout": 0.3, "total_timesteps": 300, "learning_starts": 50,
+                          "steps_per_chunk": 50, "eval_episodes": 2, "eval_max_steps": 20})
+    train = make_train(config)
+    agent = train.driver.agent
+    assert agent.net.dropout == 0.3 and agent.config.dropout == 0.3
+    out = jax.jit(train)(jax.random.PRNGKey(0))
+    metrics = {k: np.asarray(v) for k, v in out["metrics"].items()}
+    assert np.all(np.isfinite(metrics["q_loss"][1:])) and np.all(np.isfinite(metrics["actor_loss"][1:]))
+    assert np.all(np.isfinite(np.asarray(out["eval_mean"])))
+    params = out["state"].actor_params
+    obs = jnp.ones((agent.spec.obs_shape[0],))
+    state = agent.net.initial_state(params, obs)
+    for _ in range(4):  # a few ticks so that the head holds a value computed from dropped hidden layers
+        _, state, _ = agent.policy(params, state, obs, jax.random.PRNGKey(1), "mean")
+    a1, _, _ = agent.policy(params, state, obs, jax.random.PRNGKey(2), "mean")
+    a2, _, _ = agent.policy(params, state, obs, jax.random.PRNGKey(2), "mean")
+    np.testing.assert_array_equal(a1, a2)
+    _, s1, _ = agent.policy(params, state, obs, jax.random.PRNGKey(2), "mean")
+    _, s2, _ = agent.policy(params, state, obs, jax.random.PRNGKey(3), "mean")
+    assert not np.allclose(s1["act"]["fc2"], s2["act"]["fc2"], atol=1e-6)  # other masks this tick...
+    # ...so the head computes another value next tick, and the action after that differs
+    s1 = agent.policy(params, s1, obs, jax.random.PRNGKey(4), "mean")[1]
+    s2 = agent.policy(params, s2, obs, jax.random.PRNGKey(4), "mean")[1]
+    b1, b2 = (agent.policy(params, s, obs, jax.random.PRNGKey(5), "mean")[0] for s in (s1, s2))
+    assert not np.allclose(b1, b2, atol=1e-6)
+    # evaluation runs the dropped-out actor: on the same episodes (same key) the same parameters without
+    # dropout return something else
+    plain = JaxDriver(config.replace(dropout=0.0))
+    k = jax.random.PRNGKey(5)
+    dropped = jax.jit(lambda p: train.driver.evaluate(p, k, 2, "mean"))(params)
+    clean = jax.jit(lambda p: plain.evaluate(p, k, 2, "mean"))(params)
+    assert np.all(np.isfinite(dropped)) and not np.allclose(dropped, clean, atol=1e-5)
+
+
+def test_the_actor_loss_unroll_is_the_tick_by_tick_dropped_out_actor():
+    """``unroll_actor`` with a key = the actor stepped tick by tick with ``tick_key(key, t)``."""
+    config = SACConfig(**{**TOY, "dropout": 0.5})
+    driver, runner = _collect(config, 40)
+    agent, W = driver.agent, driver.agent.window
+    idx, first, _ = _all_windows(runner, W)
+    w = gather(runner.buffer, idx[:8])
+    key = jax.random.PRNGKey(11)
+    outs, _ = unroll_actor(agent.net, runner.sac.actor_params, w, first[:8], key=key)
+    again, _ = unroll_actor(agent.net, runner.sac.actor_params, w, first[:8], key=key)
+    other, _ = unroll_actor(agent.net, runner.sac.actor_params, w, first[:8], key=jax.random.PRNGKey(12))
+    np.testing.assert_array_equal(outs, again)
+    assert not np.allclose(outs[-1], other[-1], atol=1e-6)
+    net, params = agent.net, runner.sac.actor_params
+    hist0 = jax.tree.map(lambda h: h[:, 0], w.history)
+    state = {**net.initial_state(params, w.obs[:, 0]), **hist0}
+    for t in range(W):
+        reset = (t == np.asarray(first[:8])) & (np.asarray(first[:8]) > 0)
+        fresh = net.initial_state(params, w.obs[:, t])
+        pick = lambda f, s, r=reset: jnp.where(r.reshape((-1,) + (1,) * (f.ndim - 1)), f, s)
+        state = jax.tree.map(pick, fresh, state)
+        np.testing.assert_allclose(net.output(params, state, w.obs[:, t]), outs[t], rtol=1e-5, atol=1e-5)
+        _, state = net.step(params, state, w.obs[:, t], w.action[:, t], key=net.tick_key(key, t))
+
+
+def test_host_adapter_acts_learns_and_evaluates_with_dropout():
+    from pipelag.algorithms.sac.train import make_driver
+
+    cfg = SACConfig(env_id="Pendulum-v1", total_timesteps=130, learning_starts=100, hidden=16, critic_hidden=16,
+                    batch_size=16, eval_episodes=1, eval_max_steps=30, dropout=0.3)
+    driver = make_driver(cfg, 1, 0)
+    try:
+        assert driver.agent.net.dropout == 0.3
+        runner = driver.init(jnp.stack([jax.random.PRNGKey(0)]))
+        runner, info = driver.run_steps(runner, 130)
+        assert info["updates"] == 30 and np.isfinite(float(np.asarray(info["metrics"]["actor_loss"])[0]))
+        ret = driver.evaluate(runner.sac.actor_params, 1, "mean", 0)
+        assert ret.shape == (1, 1) and np.all(np.isfinite(ret))
+    finally:
+        driver.close()
+
+
+def test_fig12_dropout_variants_are_runnable_sac_configs():
+    """The sweep's Figure 12 runs (dropout 0…0.6) map onto valid SAC configs with that dropout."""
+    from pipelag.experiments.definitions import EXPERIMENTS, Budget
+    from pipelag.experiments.sweep import _trainer_fields, check_config
+
+    tasks = [t for t in EXPERIMENTS["fig12"].tasks(Budget()) if t.spec.get("dropout")]
+    assert len(tasks) >= 3
+    for t in tasks:
+        assert check_config(t.spec) is None, check_config(t.spec)
+        cfg = SACConfig(**_trainer_fields(t.spec)).validate()
+        assert cfg.dropout == t.spec["dropout"] > 0 and cfg.env_id == "HalfCheetah-v4" and cfg.delta == 2

@@ -11,8 +11,11 @@ import numpy as np
 from pipelag.networks.graph import shortest_layer_paths
 
 
-def observed_dependence(net, params, horizon: int, seed: int = 0) -> np.ndarray:
-    """dep[k] = whether ∂a_t/∂o_{t-k} is non-zero, for k = 0..horizon-1 (t = horizon-1)."""
+def observed_dependence(net, params, horizon: int, seed: int = 0, key=None) -> np.ndarray:
+    """dep[k] = whether ∂a_t/∂o_{t-k} is non-zero, for k = 0..horizon-1 (t = horizon-1).
+
+    ``key``: the dropout key of the unroll (networks with dropout > 0: the masks are fixed by it, so the
+    Jacobian is that of one fixed, sparser network)."""
     key_obs, key_act = jax.random.split(jax.random.PRNGKey(seed))
     obs = jax.random.normal(key_obs, (horizon, *net.obs_shape))
     spec = net.action_spec
@@ -25,7 +28,7 @@ def observed_dependence(net, params, horizon: int, seed: int = 0) -> np.ndarray:
     state = net.zero_state()
 
     def last_output(obs_seq):
-        outs, _ = net.unroll(params, state, obs_seq, actions)
+        outs, _ = net.unroll(params, state, obs_seq, actions, key=key)
         return outs[-1]
 
     jac = jax.jacrev(last_output)(obs)  # [out..., T, *obs_shape]
@@ -33,9 +36,10 @@ def observed_dependence(net, params, horizon: int, seed: int = 0) -> np.ndarray:
     return np.asarray(jac[::-1] > 0)  # index k = lag
 
 
-def assert_delay_correct(net, params, horizon: int = 9) -> None:
-    """a_t never depends on an observation it could not yet have seen, and does where a path exists."""
-    dep = observed_dependence(net, params, horizon)
+def assert_delay_correct(net, params, horizon: int = 9, key=None) -> None:
+    """a_t never depends on an observation it could not yet have seen, and does where a path exists.
+    ``key``: the dropout key, for networks built with dropout > 0."""
+    dep = observed_dependence(net, params, horizon, key=key)
     ticks = net.env_steps_per_tick
     # 1) the constraint alone, from the static graph (no timing): a path of L layers needs
     #    k ≥ ceil(L·δ) env steps; so nothing may depend on o_{t-k} for smaller k.

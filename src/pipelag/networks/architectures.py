@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pipelag.errors import PipelagError
 from pipelag.networks.graph import Node, make_graph
 from pipelag.networks.layers import COMPUTE_DTYPES
-from pipelag.networks.pipeline import ActionSpec, PipelinedNetwork
+from pipelag.networks.pipeline import ActionSpec, PipelinedNetwork, check_dropout
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
                   action_input: str = "auto", instantaneous: bool = False, init_activations: str = "zeros",
                   head_init_scale: float = 0.01, cnn_preset: str = "auto", channels: tuple[int, ...] | None = None,
                   obs_history: int = 1, stages: dict[str, int] | None = None,
-                  compute_dtype: str = "float32") -> PipelinedNetwork:
+                  compute_dtype: str = "float32", dropout: float = 0.0) -> PipelinedNetwork:
     """Build a pipelined (or instantaneous) network by architecture name.
 
     ``num_outputs``: width of the head (logits for discrete actions; 2·action_dim for a Gaussian).
@@ -161,6 +161,9 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     with the episode's first observation) so deployment can feed raw observations.
     ``compute_dtype``: "float32" or "bfloat16" (mixed precision: dense/conv products in bf16, float32
     parameters, activations and outputs).
+    ``dropout``: probability p ∈ [0, 1) of zeroing each unit of every hidden layer (not the head, not
+    the inputs) on every tick, kept units scaled by 1/(1−p) (paper App. D, Fig. 12). With p > 0 the
+    network's step/unroll/unroll_layerwise (and output, if instantaneous) need a PRNG ``key``.
     """
     if arch not in ARCHITECTURES:
         raise PipelagError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
@@ -177,6 +180,7 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
         raise PipelagError(f"init_activations must be 'zeros' or 'instant', got {init_activations!r}")
     if num_outputs < 1:
         raise PipelagError(f"num_outputs must be ≥ 1, got {num_outputs}")
+    dropout = check_dropout(dropout)
     if compute_dtype not in COMPUTE_DTYPES:
         raise PipelagError(f"compute_dtype must be one of {list(COMPUTE_DTYPES)}, got {compute_dtype!r}")
     if action_input == "auto":
@@ -225,7 +229,7 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     net = PipelinedNetwork(graph, obs_shape, ActionSpec(num_actions, action_dim, action_history), delta=delta,
                            env_steps_per_tick=env_steps, instantaneous=instantaneous,
                            init_activations=init_activations, obs_history=obs_history,
-                           compute_dtype=compute_dtype, name=arch)
+                           compute_dtype=compute_dtype, dropout=dropout, name=arch)
     if not instantaneous:
         bad = net.delay_profile().violations()
         if bad:

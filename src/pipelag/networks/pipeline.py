@@ -13,6 +13,17 @@ pass on o_t and the action history a_{t-1}, a_{t-2}, ...
 
 ``step`` returns ``(head value computed this tick, new_state)``; for a pipelined network that is the
 output the agent acts on during the next tick.
+
+Dropout (paper App. D, Fig. 12): a network built with ``dropout=p > 0`` zeroes every unit of every
+hidden layer (all layers but the head; never the inputs) with probability p on every tick, and scales
+the kept ones by 1/(1−p) (inverted dropout), at training and at inference alike. The mask is applied to
+a layer's own output (after its activation, before residual sums, so a dropped unit is zero wherever it
+is read). It needs a PRNG key: ``step``/``fused_step``/``output`` take the key of the tick, ``unroll``
+and ``unroll_layerwise`` the key of the sequence and use :meth:`PipelinedNetwork.tick_key` (key, t) at
+tick t; layer i of the graph draws its mask from ``fold_in(tick key, i)``. So tick-by-tick ``step``
+with ``tick_key(key, t)``, ``unroll`` and ``unroll_layerwise`` with ``key`` compute the same masks and
+the same outputs. ``dropout=0`` ignores keys and runs exactly the code without dropout. The
+instantaneous pass of ``init_activations="instant"`` (``initial_state``) never drops.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from pipelag.errors import PipelagError
 from pipelag.networks.graph import INPUT_SOURCES, Graph, delay_profile
 from pipelag.networks.layers import activate, apply_layer, gather_input, match_shape, module_for
 
@@ -54,7 +66,7 @@ class PipelinedNetwork:
     def __init__(self, graph: Graph, obs_shape: tuple[int, ...], action_spec: ActionSpec = ActionSpec(), *,
                  delta: float = 1.0, env_steps_per_tick: int = 1, instantaneous: bool = False,
                  init_activations: str = "zeros", obs_history: int = 1, compute_dtype: str = "float32",
-                 name: str = "network"):
+                 dropout: float = 0.0, name: str = "network"):
         self.graph = graph
         self.obs_shape = tuple(obs_shape)
         #: frame stack kept in the state: the "obs" source is the last m observations, oldest first,
@@ -67,6 +79,10 @@ class PipelinedNetwork:
         self.init_activations = init_activations
         self.name = name
         self.compute_dtype = compute_dtype
+        #: dropout probability of every hidden unit, every tick (0: none; see the module docstring)
+        self.dropout = check_dropout(dropout)
+        #: hidden layer → index folded into the tick key for its mask (its position in the graph)
+        self._dropout_index = {n.name: i for i, n in enumerate(graph.nodes) if n.name != graph.head}
         self.modules = {n.name: module_for(n, compute_dtype) for n in graph.nodes}
         self._reference_plan = [[(n.name,)] for n in graph.nodes]
         self._shapes, self._input_shapes = self._shapes_of_layers()
@@ -118,27 +134,41 @@ class PipelinedNetwork:
                              state, obs, None)
 
     # ------------------------------------------------------------------ the tick
-    def output(self, params, state: State, obs: jax.Array) -> jax.Array:
-        """What the agent acts on during this tick."""
+    def output(self, params, state: State, obs: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """What the agent acts on during this tick. ``key``: the tick's dropout key, needed only by an
+        instantaneous network with dropout (a pipelined network returns its stored head value)."""
         if not self.instantaneous:
             return state["act"][self.graph.head]
+        key = self._dropout_key(key, "output")
         return self._batched(lambda s, o, a: self._tick(self._reference_plan, params, s, o, a, all_fresh=True,
-                                                        stacked=False, push_action=False)[0],
+                                                        stacked=False, push_action=False, key=key)[0],
                              state, obs, None)
 
-    def step(self, params, state: State, obs: jax.Array, action: jax.Array | None = None):
-        """One tick of the reference execution (layer by layer). ``action`` is a_t."""
+    def step(self, params, state: State, obs: jax.Array, action: jax.Array | None = None,
+             key: jax.Array | None = None):
+        """One tick of the reference execution (layer by layer). ``action`` is a_t; ``key`` the tick's
+        dropout key (needed with dropout > 0, ignored otherwise)."""
+        key = self._dropout_key(key, "step")
         return self._batched(lambda s, o, a: self._tick(self._reference_plan, params, s, o, a,
-                                                        all_fresh=self.instantaneous, stacked=False),
+                                                        all_fresh=self.instantaneous, stacked=False, key=key),
                              state, obs, action)
 
-    def fused_step(self, fused_params, state: State, obs: jax.Array, action: jax.Array | None = None):
-        """One tick with all same-shaped layers that can run together batched into one op."""
+    def fused_step(self, fused_params, state: State, obs: jax.Array, action: jax.Array | None = None,
+                   key: jax.Array | None = None):
+        """One tick with all same-shaped layers that can run together batched into one op (same dropout
+        masks as ``step`` for the same ``key``)."""
         if self.instantaneous:
             raise ValueError("fused execution is for pipelined networks; an instantaneous pass is serial")
+        key = self._dropout_key(key, "fused_step")
         return self._batched(lambda s, o, a: self._tick(self._fused_plan, fused_params, s, o, a,
-                                                        all_fresh=False, stacked=True),
+                                                        all_fresh=False, stacked=True, key=key),
                              state, obs, action)
+
+    @staticmethod
+    def tick_key(key: jax.Array, t) -> jax.Array:
+        """The dropout key of tick ``t`` of a sequence that ``unroll``/``unroll_layerwise`` get ``key`` for:
+        ``step(..., key=tick_key(key, t))`` at tick t reproduces them."""
+        return jax.random.fold_in(key, t)
 
     def fuse_params(self, params) -> list:
         """Stack the parameters of each group of the fused plan (do it once, outside the loop)."""
@@ -146,43 +176,48 @@ class PipelinedNetwork:
                 for wave in self._fused_plan]
 
     def unroll(self, params, state: State, obs_seq: jax.Array, action_seq: jax.Array | None = None,
-               resets: jax.Array | None = None):
+               resets: jax.Array | None = None, key: jax.Array | None = None):
         """Run T ticks (lax.scan). Returns (outputs[t] = what a_t was drawn from, final state).
 
         ``resets[t]`` marks o_t as the first observation of an episode: the activations are reset
-        before tick t (so gradients never flow across episode boundaries).
+        before tick t (so gradients never flow across episode boundaries). ``key``: the dropout key of
+        the sequence (tick t uses ``tick_key(key, t)``); needed with dropout > 0, ignored otherwise.
         """
         T = obs_seq.shape[0]
+        key = self._dropout_key(key, "unroll")
         if resets is None:
             resets = jnp.zeros((T,), bool)
         if action_seq is None:
             action_seq = jnp.zeros((T,), jnp.int32)
 
         def tick(carry, xs):
-            obs, action, reset = xs
+            obs, action, reset = xs[:3]
+            k = None if key is None else self.tick_key(key, xs[3])
             fresh = self.initial_state(params, obs)
             carry = jax.tree.map(lambda f, c: jnp.where(_bcast(reset, f), f, c), fresh, carry)
-            out = self.output(params, carry, obs)
-            _, carry = self.step(params, carry, obs, action if self.action_spec.history else None)
+            out = self.output(params, carry, obs, key=k)
+            _, carry = self.step(params, carry, obs, action if self.action_spec.history else None, key=k)
             return carry, out
 
-        state, outs = jax.lax.scan(tick, state, (obs_seq, action_seq, resets))
+        xs = (obs_seq, action_seq, resets) if key is None else (obs_seq, action_seq, resets, jnp.arange(T))
+        state, outs = jax.lax.scan(tick, state, xs)
         return outs, state
 
     def unroll_layerwise(self, params, state: State, obs_seq: jax.Array, action_seq: jax.Array | None = None,
-                         resets: jax.Array | None = None) -> jax.Array:
+                         resets: jax.Array | None = None, key: jax.Array | None = None) -> jax.Array:
         """``unroll(...)[0]`` for obs_seq [T, B, ...], computed layer by layer over all T ticks at once.
 
         Under the tick rule a layer at tick t reads what its inputs held at the start of tick t: their
         outputs of tick t−1 (or the episode's initial activations after a reset). So each layer is one
         batched op over T·B inputs shifted by one tick, instead of T sequential ticks — the fast path
         for training by BPTT. An LSTM (a true recurrence) or a frame stack kept in the network state
-        falls back to the tick-by-tick scan.
+        falls back to the tick-by-tick scan. ``key``: as for ``unroll`` (the same dropout masks).
         """
         if obs_seq.ndim != len(self.obs_shape) + 2:
             raise ValueError(f"unroll_layerwise needs obs_seq [T, B, *{self.obs_shape}], got {obs_seq.shape}")
+        key = self._dropout_key(key, "unroll_layerwise")
         if self.obs_history > 1 or any(n.op == "lstm" for n in self.graph.nodes):
-            return self.unroll(params, state, obs_seq, action_seq, resets)[0]
+            return self.unroll(params, state, obs_seq, action_seq, resets, key=key)[0]
         T, B = obs_seq.shape[:2]
         resets = jnp.zeros((T, B), bool) if resets is None else resets
         flat = lambda x: x.reshape((T * B, *x.shape[2:]))
@@ -206,8 +241,16 @@ class PipelinedNetwork:
                 held[name] = flat(jnp.where(_bcast(resets, shifted), start, shifted))
             return held[name]
 
+        drop = None
+        if key is not None:  # tick t's masks, drawn as step draws them for a batch of B, then flattened
+            tick_keys = jax.vmap(lambda t: self.tick_key(key, t))(jnp.arange(T))
+
+            def drop(name: str, y: jax.Array) -> jax.Array:
+                keep = jax.vmap(lambda k: self._keep_mask(k, name, (B, *y.shape[1:])))(tick_keys)
+                return self._apply_mask(y, flat(keep))
+
         new, _ = self._layers(self._reference_plan, params, sources, stored, {}, all_fresh=self.instantaneous,
-                              stacked=False)
+                              stacked=False, drop=drop)
         out = new[self.graph.head] if self.instantaneous else stored(self.graph.head, new)
         return out.reshape((T, B, *out.shape[1:]))
 
@@ -232,7 +275,7 @@ class PipelinedNetwork:
 
     # ------------------------------------------------------------------ internals
     def _tick(self, plan, params, state: State, obs, action, *, all_fresh: bool, stacked: bool,
-              push_action: bool = True):
+              push_action: bool = True, key: jax.Array | None = None):
         spec = self.action_spec
         actions = state["actions"]
         if spec.history > 0 and push_action and action is not None:
@@ -242,14 +285,18 @@ class PipelinedNetwork:
             obs_in = jnp.concatenate([prev_obs[:, i] for i in range(prev_obs.shape[1])] + [obs_in], axis=-1)
             observations = jnp.concatenate([prev_obs[:, 1:], obs.astype(jnp.float32)[:, None]], axis=1)
         sources = self._sources(obs_in, actions)
+        drop = None
+        if key is not None:
+            def drop(name: str, y: jax.Array) -> jax.Array:
+                return self._apply_mask(y, self._keep_mask(key, name, y.shape))
         new, carry = self._layers(plan, params, sources, lambda name, _: state["act"][name], state["carry"],
-                                  all_fresh=all_fresh, stacked=stacked)
+                                  all_fresh=all_fresh, stacked=stacked, drop=drop)
         new_state = {"act": new, "carry": carry, "actions": actions, "observations": observations}
         return new[self.graph.head], new_state
 
-    def _layers(self, plan, params, sources, stored, carries, *, all_fresh: bool, stacked: bool):
+    def _layers(self, plan, params, sources, stored, carries, *, all_fresh: bool, stacked: bool, drop=None):
         """Every layer once. ``stored(name, new)``: what ``name`` held at the start of the tick, given
-        this tick's outputs so far (``new``)."""
+        this tick's outputs so far (``new``). ``drop(name, y)``: dropout of a hidden layer's output."""
         pre: dict[str, jax.Array] = {}
         new: dict[str, jax.Array] = {}
         carry: dict[str, Any] = {}
@@ -280,6 +327,8 @@ class PipelinedNetwork:
                 else:
                     ys, new_cs = _one(node0, self.modules[group[0]], params[group[0]], xs[0], cs[0])
                 for name, y, c in zip(group, ys, new_cs, strict=True):
+                    if drop is not None and name in self._dropout_index:
+                        y = drop(name, y)
                     pre[name] = y
                     if c is not None:
                         carry[name] = c
@@ -292,6 +341,23 @@ class PipelinedNetwork:
                             1 + len(node.residual))
                     new[name] = y
         return new, carry
+
+    def _dropout_key(self, key, where: str):
+        """The key to drop with (None: no dropout); a clear error if dropout needs one and none came."""
+        if self.dropout == 0.0:
+            return None
+        if key is None:
+            raise PipelagError(f"{self.name} has dropout {self.dropout:g}: {where}(...) needs a PRNG key; pass "
+                               f"key=jax.random.PRNGKey(...) (a fresh one per tick for step/output), or build "
+                               "the network with dropout=0")
+        return key
+
+    def _keep_mask(self, tick_key: jax.Array, name: str, shape) -> jax.Array:
+        return jax.random.bernoulli(jax.random.fold_in(tick_key, self._dropout_index[name]), 1.0 - self.dropout,
+                                    tuple(shape))
+
+    def _apply_mask(self, y: jax.Array, keep: jax.Array) -> jax.Array:
+        return jnp.where(keep, y * (1.0 / (1.0 - self.dropout)), jnp.zeros((), y.dtype)).astype(y.dtype)
 
     def _sources(self, obs, actions):
         sources = {"obs": obs.astype(jnp.float32)}
@@ -344,6 +410,14 @@ class PipelinedNetwork:
                     groups.setdefault(key, []).append(n.name)
             waves.append([tuple(g) for g in groups.values()])
         return waves
+
+
+def check_dropout(p) -> float:
+    """A dropout probability in [0, 1), as a float; a clear error otherwise."""
+    ok = isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p < 1
+    if not ok:
+        raise PipelagError(f"dropout must be a probability in [0, 1) (0 = no dropout), got {p!r}")
+    return float(p)
 
 
 def _one(node, module, params, x, carry):

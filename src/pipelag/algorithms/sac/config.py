@@ -60,6 +60,10 @@ class SACConfig(ConfigIO):
     init_activations: str = "zeros"
     #: length of the sub-trajectories the actor is unrolled on (0: its delay + 1, the minimum)
     window: int = 0
+    #: dropout probability p ∈ [0, 1) of every hidden unit of the actor, on every tick, when acting
+    #: (training rollouts *and* evaluation: the paper's App. D / Fig. 12) and in the actor's unrolls of
+    #: the updates; inverted (kept units × 1/(1−p)). The critics never drop. 0: no dropout
+    dropout: float = 0.0
     # ---------------------------------------------------------------- critics (undelayed)
     critic_hidden: int = 256
     #: layers of each Q network, the output layer included (cleanRL/paper: 3)
@@ -152,4 +156,7 @@ class SACConfig(ConfigIO):
         need(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
         need(self.policy_lr > 0 and self.q_lr > 0 and self.adam_eps > 0, "policy_lr, q_lr and adam_eps must be > 0")
         need(self.alpha >= 0, f"alpha must be ≥ 0, got {self.alpha}")
+        need(isinstance(self.dropout, int | float) and not isinstance(self.dropout, bool)
+             and math.isfinite(self.dropout) and 0 <= self.dropout < 1,
+             f"dropout must be a probability in [0, 1) (0 = no dropout), got {self.dropout!r}")
         return self

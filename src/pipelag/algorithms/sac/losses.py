@@ -13,6 +13,12 @@ step:
 * the actor loss, on the window's last step: ``mean(α log π(ã_j) − min_i Q_i(x_j, ã_j))``;
 * α (autotune): ``mean(−α (log π + target_entropy))`` on the same log-probabilities (detached);
 * Polyak averaging of the target critics, τ, every ``target_network_frequency`` critic updates.
+
+Dropout (``SACConfig.dropout`` > 0): every actor unroll (for a' in the critic step, for ã_j in the
+actor step) draws fresh masks, one key per unroll split from the update's key, tick t of the window
+using ``net.tick_key(key, t)`` and the output for a_{j+1} tick W: the same per-tick masks a
+tick-by-tick rollout with those keys would use (``PipelinedNetwork.unroll`` = repeated ``step``).
+With dropout 0 no key is split: the numbers are those of the code without dropout.
 """
 
 from __future__ import annotations
@@ -71,11 +77,12 @@ def polyak(target, online, tau: float):
 
 
 # ---------------------------------------------------------------------------------------- the actor on windows
-def unroll_actor(net: PipelinedNetwork, params, window: Transition, first: jax.Array):
+def unroll_actor(net: PipelinedNetwork, params, window: Transition, first: jax.Array, key: jax.Array | None = None):
     """Unroll the actor over a batch of windows (``[B, W, ...]``).
 
     Returns ``(outs [W, B, 2A], final_state)``: ``outs[t]`` is the head output a_t was drawn from;
-    ``final_state`` the actor state after tick W−1 (its output is a_{W}'s distribution)."""
+    ``final_state`` the actor state after tick W−1 (its output is a_{W}'s distribution). ``key``: the
+    dropout key of the unroll (actors with dropout only)."""
     W = window.obs.shape[1]
     tm = lambda x: jnp.swapaxes(x, 0, 1)
     obs_seq, act_seq = tm(window.obs), tm(window.action)
@@ -83,12 +90,14 @@ def unroll_actor(net: PipelinedNetwork, params, window: Transition, first: jax.A
     resets = (pos == first[None, :]) & (first[None, :] > 0)
     hist0 = jax.tree.map(lambda h: h[:, 0], window.history)
     state0 = with_history(net.initial_state(params, obs_seq[0]), hist0)
-    return net.unroll(params, state0, obs_seq, act_seq, resets)
+    return net.unroll(params, state0, obs_seq, act_seq, resets, key=key)
 
 
-def next_policy_output(net: PipelinedNetwork, params, final_state, next_obs: jax.Array) -> jax.Array:
-    """The head output a_{j+1} is drawn from, given the actor state after tick j and o_{j+1}."""
-    return net.output(params, final_state, next_obs)
+def next_policy_output(net: PipelinedNetwork, params, final_state, next_obs: jax.Array,
+                       key: jax.Array | None = None) -> jax.Array:
+    """The head output a_{j+1} is drawn from, given the actor state after tick j and o_{j+1}. ``key``:
+    the dropout key of that tick (used only by an instantaneous actor with dropout)."""
+    return net.output(params, final_state, next_obs, key=key)
 
 
 # ---------------------------------------------------------------------------------------- the update
@@ -116,6 +125,14 @@ class Learner:
         return SACState(actor_params, q_params, q_params, log_alpha, self.actor_tx.init(actor_params),
                         self.q_tx.init(q_params), self.alpha_tx.init(log_alpha), jnp.zeros((), jnp.int32))
 
+    def _dropout_key(self, key: jax.Array):
+        """``(key, dropout key)``: a key split off for the actor's dropout masks, None without dropout
+        (no split: the same random numbers as without the feature)."""
+        if not self.net.dropout:
+            return key, None
+        key, k_drop = jax.random.split(key)
+        return key, k_drop
+
     def alpha(self, state: SACState) -> jax.Array:
         return jnp.exp(state.log_alpha) if self.autotune else jnp.asarray(self.fixed_alpha, jnp.float32)
 
@@ -123,9 +140,11 @@ class Learner:
     def critic_step(self, state: SACState, window: Transition, first: jax.Array, key: jax.Array):
         net, alpha = self.net, self.alpha(state)
         last = jax.tree.map(lambda x: x[:, -1], window)
+        key, k_drop = self._dropout_key(key)
         # a' ~ π(·| history up to j+1): the actor state after tick j, no gradient into the actor
-        _, final = unroll_actor(net, state.actor_params, window, first)
-        next_out = next_policy_output(net, state.actor_params, final, last.next_obs)
+        _, final = unroll_actor(net, state.actor_params, window, first, key=k_drop)
+        next_key = None if k_drop is None else net.tick_key(k_drop, window.obs.shape[1])
+        next_out = next_policy_output(net, state.actor_params, final, last.next_obs, key=next_key)
         a_next, logp_next = sample_action(next_out, key, self.scale, self.bias)
         x = critic_input(last.obs, last.history)
         x_next = critic_input(last.next_obs, history_of(final))
@@ -151,9 +170,10 @@ class Learner:
         net, alpha = self.net, jax.lax.stop_gradient(self.alpha(state))
         last = jax.tree.map(lambda x: x[:, -1], window)
         x = critic_input(last.obs, last.history)
+        key, k_drop = self._dropout_key(key)
 
         def loss_fn(ap):
-            outs, _ = unroll_actor(net, ap, window, first)
+            outs, _ = unroll_actor(net, ap, window, first, key=k_drop)
             a, logp = sample_action(outs[-1], key, self.scale, self.bias)
             q_pi = self.critic.apply(state.q_params, x, a)
             return actor_loss_from_values(q_pi, logp, alpha), logp

@@ -43,7 +43,8 @@ def build_actor(config: SACConfig, obs_shape: Sequence[int], act_dim: int) -> Pi
                            "CNN actors belong to PPO on image envs")
     return build_network(config.arch, obs_shape, 2 * act_dim, delta=config.delta, num_layers=config.num_layers,
                          hidden=config.hidden, action_dim=act_dim, action_history=config.action_history,
-                         instantaneous=config.instantaneous, init_activations=config.init_activations)
+                         instantaneous=config.instantaneous, init_activations=config.init_activations,
+                         dropout=config.dropout)
 
 
 def actor_delay_ticks(net: PipelinedNetwork) -> int:

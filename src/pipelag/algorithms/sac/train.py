@@ -224,19 +224,27 @@ class SACAgent:
                                actor_state=self.net.initial_state(runner.sac.actor_params, obs))
 
     def policy(self, params, actor_state, obs, key, mode: str):
-        """``(a_t, state after the tick, history before it)`` for one env."""
+        """``(a_t, state after the tick, history before it)`` for one env.
+
+        With ``config.dropout`` > 0 a key for this tick's dropout masks is split off ``key``: the actor
+        drops in every mode (warm-up ticks, training rollouts, and evaluation with the mean or sampled
+        action, as the paper applies dropout at inference too)."""
         if mode not in MODES:
             raise PipelagError(f"unknown action mode {mode!r}; use one of {MODES}")
+        k_drop = None
+        if self.net.dropout:
+            key, k_drop = jax.random.split(key)
         if mode == "random":
             action = jax.random.uniform(key, (self.spec.act_dim,), minval=self.low, maxval=self.high)
         else:
-            out = self.net.output(params, actor_state, obs)
+            out = self.net.output(params, actor_state, obs, key=k_drop)
             if mode == "sample":
                 action, _ = sample_action(out, key, self.scale, self.bias)
             else:
                 action = mean_action(out, self.scale, self.bias)
         hist = history_of(actor_state)
-        _, after = self.net.step(params, actor_state, obs, action if self.net.action_spec.history else None)
+        _, after = self.net.step(params, actor_state, obs, action if self.net.action_spec.history else None,
+                                 key=k_drop)
         return action, after, hist
 
     def act(self, runner: Runner, mode: str) -> Runner:
@@ -592,6 +600,7 @@ def _results(config: SACConfig, seeds: list[int], eval_mean: np.ndarray, eval_sa
         "arch": config.arch,
         "delta": config.delta,
         "instantaneous": config.instantaneous,
+        "dropout": config.dropout,
         "seeds": seeds,
         "eval_episodes": config.eval_episodes,
         "eval_return_mean_action": {"per_seed": per_mean, "mean": float(np.mean(per_mean)) if per_mean else None,
