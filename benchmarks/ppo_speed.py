@@ -4,10 +4,11 @@
     python benchmarks/ppo_speed.py --steps 1000000 --seeds 1 4 16 --json speed.json
     python benchmarks/ppo_speed.py --env MiniGrid-DoorKey-5x5-v0 --arch cnn --action-history 0
     python benchmarks/ppo_speed.py --compute-dtype float32 bfloat16 --minibatches 4 1 --profile /tmp/prof
+    python benchmarks/ppo_speed.py --compute-dtype bfloat16 --minibatches 1 --rollout-unroll 1 8 --seeds 1 16
 
-For every seed count the whole training step (rollout + GAE + 4 epochs × 4 minibatches of BPTT
-updates) for N steps per seed is compiled ahead of time (``jit(...).lower(...).compile()``, reported
-separately), run once to warm up, then timed (``block_until_ready``). Also timed alone: the rollout
+For every seed count the whole training step (rollout + GAE + 4 epochs × ``--minibatches`` BPTT updates)
+for N steps per seed is compiled ahead of time (``jit(...).lower(...).compile()``, reported separately),
+run once to warm up, then timed (``block_until_ready``). Also timed alone: the rollout
 (acting + env) part. The table gives steps/s over all seeds, per seed, the wall time to train all the
 seeds (together) for 10M steps each, and the throughput relative to 1 seed.
 """
@@ -52,7 +53,8 @@ def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bo
     wall = min(times)
     steps = updates * config.batch_size
     sps = steps * seeds / wall
-    return {"seeds": seeds, "updates": updates, "agent_steps_per_seed": steps, "compile_s": compile_s,
+    return {"seeds": seeds, "rollout_unroll": ppo.rollout_unroll,
+            "updates": updates, "agent_steps_per_seed": steps, "compile_s": compile_s,
             "wall_s": wall, "rollout_s": min(r_times) if r_times else float("nan"), "steps_per_s": sps,
             "steps_per_s_per_seed": sps / seeds,
             # wall time to train every one of the `seeds` agents (together, vmapped) for 10M steps
@@ -109,8 +111,9 @@ def main(argv=None):
     p.add_argument("--compute-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                    help="one row group per dtype (bfloat16: mixed precision products)")
     p.add_argument("--minibatches", type=int, nargs="+", default=[4], help="num_minibatches values to time")
-    p.add_argument("--rollout-unroll", type=int, nargs="+", default=[1],
-                   help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll)")
+    p.add_argument("--rollout-unroll", type=int, nargs="+", default=[0],
+                   help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll; "
+                        "0 = auto: 8 on a GPU, 1 on a CPU)")
     p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
                    "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")
@@ -136,8 +139,8 @@ def main(argv=None):
         cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll)
         for s in args.seeds:
             r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
-            rows.append({"compute_dtype": dtype, "num_minibatches": mb, "rollout_unroll": unroll, **r})
-            print(f"  {dtype} minibatches={mb} unroll={unroll} seeds={s}: compile {r['compile_s']:.1f}s, "
+            rows.append({"compute_dtype": dtype, "num_minibatches": mb, **r})
+            print(f"  {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s}: compile {r['compile_s']:.1f}s, "
                   f"run {r['wall_s']:.2f}s (rollout part {r['rollout_s']:.2f}s)", flush=True)
     # the baseline: 1 seed (or the fewest timed) of the first variant, measured in this same run
     base = rows[0]["steps_per_s"] / rows[0]["seeds"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelag.algorithms.common.toy_envs import DelayedCue
-from pipelag.algorithms.ppo import PPOConfig, Runner, run, train_seeds
+from pipelag.algorithms.ppo import PPO, PPOConfig, Runner, run, train_seeds
 from pipelag.cli import main as cli_main
 from pipelag.errors import PipelagError
 
@@ -148,14 +148,16 @@ def test_evaluation_can_be_switched_off(tmp_path):
 
 
 def test_rollout_unroll_is_speed_only():
-    """rollout_unroll (lax.scan unroll of the rollout and GAE loops) changes no number; 0 is rejected."""
+    """rollout_unroll (lax.scan unroll of the rollout and GAE loops) changes no number; 0 means auto (1 on a
+    CPU); negative is rejected."""
     env = DelayedCue(num_actions=3, lag=2, max_steps=8, terminate_prob=0.2)
     cfg = PPOConfig(env_id="toy", arch="mlp", hidden=8, critic_hidden=8, num_envs=4, num_steps=8,
                     total_timesteps=4 * 8 * 3, eval_episodes=0)
     a = train_seeds(cfg, [0], env)
     b = train_seeds(cfg.replace(rollout_unroll=8), [0], env)
+    assert PPO(cfg, env).rollout_unroll == (1 if jax.default_backend() == "cpu" else 8)
     for x, y in zip(jax.tree.leaves(a["runner_state"].params), jax.tree.leaves(b["runner_state"].params), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     assert np.asarray(a["metrics"]["loss"]).shape == (1, 3)
     with pytest.raises(PipelagError, match="rollout_unroll"):
-        cfg.replace(rollout_unroll=0).validate()
+        cfg.replace(rollout_unroll=-1).validate()

@@ -111,6 +111,7 @@ class PPO:
         self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions)
         c = config
         # Adam with the learning rate applied by hand (annealed from the runtime num_updates)
+        self.rollout_unroll = c.rollout_unroll or (8 if jax.default_backend() in ("gpu", "cuda", "rocm") else 1)
         self.tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.scale_by_adam(eps=c.adam_eps))
 
     def learning_rate(self, opt_step: jax.Array, num_updates: jax.Array) -> jax.Array:
@@ -167,7 +168,7 @@ class PPO:
             rs = rs._replace(env_state=env_state, obs=step.obs, actor_state=actor_state, first=done, rng=rng)
             return rs, tr
 
-        return jax.lax.scan(tick, rs, None, length=self.config.num_steps, unroll=self.config.rollout_unroll)
+        return jax.lax.scan(tick, rs, None, length=self.config.num_steps, unroll=self.rollout_unroll)
 
     # ------------------------------------------------------------------ update
     def _minibatch_loss(self, params, mb):
@@ -187,7 +188,7 @@ class PPO:
         both = instant_values(self.critic, rs.params["critic"], jnp.concatenate([traj.obs, traj.final_obs], axis=0))
         values, next_values = both[:T], both[T:]
         advantages, returns = compute_gae(traj.reward, values, next_values, traj.terminated, traj.done, c.gamma,
-                                          c.gae_lambda, unroll=c.rollout_unroll)
+                                          c.gae_lambda, unroll=self.rollout_unroll)
         data = {"obs": traj.obs, "action": traj.action, "logp": traj.logp, "first": traj.first,
                 "advantages": advantages, "returns": returns, "values": values}
         grad_fn = jax.value_and_grad(self._minibatch_loss, has_aux=True)
