@@ -110,7 +110,7 @@ def main(argv=None):
     p.add_argument("--no-rollout-split", action="store_true", help="do not time the rollout part alone")
     p.add_argument("--compute-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                    help="one row group per dtype (bfloat16: mixed precision products)")
-    p.add_argument("--minibatches", type=int, nargs="+", default=[4], help="num_minibatches values to time")
+    p.add_argument("--minibatches", type=int, nargs="+", default=[1], help="num_minibatches values to time")
     p.add_argument("--rollout-unroll", type=int, nargs="+", default=[0],
                    help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll; "
                         "0 = auto: 8 on a GPU, 1 on a CPU)")
