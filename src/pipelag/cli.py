@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pipelag.errors import PipelagError
+from pipelag.runtime.compile_cache import enable_compile_cache
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -130,6 +131,7 @@ def _plugin_parsers():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    enable_compile_cache()  # compiled programs are reused across runs and sweep processes
     try:
         return int(args.func(args) or 0)
     except PipelagError as e:
