@@ -66,6 +66,12 @@ def cmd_sweep(args) -> int:
 
     if args.experiment == "list":
         return _list()
+    if args.import_runs:
+        from pipelag.experiments.importer import import_runs
+
+        n = import_runs(_experiment(args), _budget(args), args.out, args.import_runs)
+        print(f"imported {n} (run, seed) results into {args.out}/results.jsonl", flush=True)
+        return 0
     rep = sweep(_experiment(args), _budget(args), args.out, trainer=args.trainer,
                 backend=args.backend, workers=args.workers, ray_address=args.ray_address,
                 gpus_per_run=args.gpus_per_run, dry_run=args.dry_run,
@@ -117,6 +123,9 @@ def add_parsers(subparsers) -> None:
                                                                     "has GPUs, else 0)")
     p.add_argument("--dry-run", action="store_true", help="print what would be trained and stop")
     p.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # "module:function" (tests, custom trainers)
+    p.add_argument("--import-runs", nargs="+", default=None, metavar="RUN_DIR",
+                   help="train nothing: add these finished `pipelag train --out RUN_DIR` runs to the store under the "
+                        "cells they match (same budget, --columns and --set as the sweep)")
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("report", parents=[common], help="tables and plots: ours beside the paper's",
