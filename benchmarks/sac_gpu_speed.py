@@ -2,6 +2,7 @@
 
     python benchmarks/sac_gpu_speed.py                                  # MJX/HalfCheetah-v4, seeds 1 and 8
     python benchmarks/sac_gpu_speed.py --env MJX/Hopper-v4 --seeds 1 4 8 --json out.json
+    python benchmarks/sac_gpu_speed.py --seeds 1 --env-option solver_iterations=4 --env-option ls_iterations=8
 
 For every seed count, ``JaxDriver.warmup`` (random actions, the first ``learning_starts`` steps of the
 paper's schedule) and ``JaxDriver.iterate`` (one env step + one critic update per step, ``policy_frequency``
@@ -56,6 +57,7 @@ def measure(config, seeds: int, warm_steps: int, train_steps: int) -> dict:
 
 
 def main(argv=None):
+    from pipelag.algorithms.common.cli_args import parse_pairs
     from pipelag.algorithms.sac import SACConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,13 +68,19 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 8])
     p.add_argument("--warm", type=int, default=1000, help="timed random-phase steps")
     p.add_argument("--train", type=int, default=2000, help="timed training steps")
+    p.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to pipelag.envs.make (repeatable), e.g. solver_iterations=4 ls_iterations=8 "
+                        "(MJX solver caps, docs/environments.md); default: none")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    cfg = SACConfig(env_id=args.env, arch=args.arch, action_history=args.action_history, delta=args.delta,
-                    eval_episodes=0).validate()
+    env_options = parse_pairs(args.env_option, "--env-option")
+    cfg = SACConfig(env_id=args.env, env_options=env_options, arch=args.arch, action_history=args.action_history,
+                    delta=args.delta, eval_episodes=0).validate()
     dev = jax.devices()[0]
-    print(f"device: {dev.platform} {dev.device_kind} | {args.env} {args.arch} action_history={args.action_history} "
-          f"δ={args.delta:g} | batch {cfg.batch_size}, buffer {cfg.buffer_size}, learning_starts {cfg.learning_starts}",
+    opts = "".join(f" {k}={v}" for k, v in env_options.items())
+    print(f"device: {dev.platform} {dev.device_kind} | {args.env}{opts} {args.arch} "
+          f"action_history={args.action_history} δ={args.delta:g} | batch {cfg.batch_size}, buffer {cfg.buffer_size}, "
+          f"learning_starts {cfg.learning_starts}",
           flush=True)
     rows = []
     for s in args.seeds:
@@ -90,8 +98,9 @@ def main(argv=None):
               f"{r['wall_min_per_1M_steps_all_seeds']:>22.1f} | {r['throughput_vs_1_seed']:>19.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": f"{dev.platform} {dev.device_kind}", "env": args.env, "arch": args.arch,
-                       "action_history": args.action_history, "delta": args.delta, "rows": rows}, f, indent=2)
+            json.dump({"device": f"{dev.platform} {dev.device_kind}", "env": args.env, "env_options": env_options,
+                       "arch": args.arch, "action_history": args.action_history, "delta": args.delta, "rows": rows},
+                      f, indent=2)
     return rows
 
 

@@ -11,6 +11,8 @@ Every comparison runs gymnasium itself (through :mod:`pipelag.envs.mujoco`), nev
   auto-reset and the 1000-step limit) vs gymnasium, means within 4 standard errors, KS test;
 * reset noise: per-coordinate mean/std and distribution of qpos − qpos0, qvel;
 * ``speedup`` = 2 against gymnasium with ``speedup`` = 2; errors; SAC's JAX path;
+* solver caps (``solver_iterations``, ``ls_iterations``): they reach the MJX model and nothing else, the
+  default keeps gymnasium's options, bad values raise, capped HalfCheetah per step against gymnasium;
 * the physics alone in float64 (subprocess with ``JAX_ENABLE_X64``): every difference left in float32
   is rounding.
 
@@ -52,14 +54,14 @@ def _task_param(task: str, fast: tuple[str, ...] = ("HalfCheetah",)):
     return pytest.param(task, marks=() if task in fast else pytest.mark.slow)
 
 
-def _mjx(task: str, speedup: float = 1):
-    """The MJX env and its jitted ``step_env`` (compiled once per task for the whole module)."""
-    return _mjx_cached(task, float(speedup))
+def _mjx(task: str, speedup: float = 1, **solver_caps):
+    """The MJX env and its jitted ``step_env`` (compiled once per task and options for the whole module)."""
+    return _mjx_cached(task, float(speedup), tuple(sorted(solver_caps.items())))
 
 
 @functools.cache
-def _mjx_cached(task: str, speedup: float):
-    env = make(f"MJX/{task}-v4", **({"speedup": speedup} if speedup != 1 else {}))
+def _mjx_cached(task: str, speedup: float, solver_caps: tuple = ()):
+    env = make(f"MJX/{task}-v4", **({"speedup": speedup} if speedup != 1 else {}), **dict(solver_caps))
     return env, jax.jit(env.step_env)
 
 
@@ -86,9 +88,9 @@ def _assert_close(name, got, want, atol, where):
     return err
 
 
-def check_per_step(task: str, speedup: float = 1, steps: int = 60, seed: int = 0) -> dict[str, float]:
+def check_per_step(task: str, speedup: float = 1, steps: int = 60, seed: int = 0, **solver_caps) -> dict[str, float]:
     """Copy gymnasium's state into MJX, take the same action in both, compare; ``steps`` times."""
-    env, step_fn = _mjx(task, speedup)
+    env, step_fn = _mjx(task, speedup, **solver_caps)
     cpu = _gym(task, speedup).unwrapped
     cpu.reset(seed=seed)
     rng = np.random.default_rng(seed)
@@ -120,7 +122,7 @@ def check_per_step(task: str, speedup: float = 1, steps: int = 60, seed: int = 0
             fresh, t = False, t + 1
     if env.spec.healthy_reward:  # the health rule was exercised (random actions topple these robots)
         assert terminations >= 1, f"{task}: no termination in {steps} steps; the test would not check the rule"
-    print(f"{task} speedup {speedup}: worst per-step differences {worst}")
+    print(f"{task} speedup {speedup} {solver_caps}: worst per-step differences {worst}")
     return worst
 
 
@@ -313,6 +315,38 @@ def test_speedup_steps_match_gymnasium_speedup():
     check_per_step("HalfCheetah", speedup=2, steps=40)
 
 
+# ------------------------------------------------------------------------------------- solver caps
+def test_solver_caps_set_the_solver_options_and_nothing_else():
+    default, capped = make("MJX/HalfCheetah-v4"), make("MJX/HalfCheetah-v4", solver_iterations=4, ls_iterations=8)
+    cpu = _gym("HalfCheetah").unwrapped
+    # default: gymnasium's model as loaded (MuJoCo's defaults: Newton, 100 iterations, 50 line-search steps)
+    for opt in (default.mj_model.opt, default.model.opt):
+        assert (opt.iterations, opt.ls_iterations) == (cpu.model.opt.iterations, cpu.model.opt.ls_iterations)
+        assert (opt.iterations, opt.ls_iterations) == (100, 50)
+    assert default.solver_iterations is None and default.ls_iterations is None
+    for opt in (capped.mj_model.opt, capped.model.opt):  # the MJX model (what the jitted step reads) too
+        assert (opt.iterations, opt.ls_iterations) == (4, 8)
+    assert (capped.solver_iterations, capped.ls_iterations) == (4, 8)
+    for name in ("timestep", "tolerance", "ls_tolerance", "solver", "cone", "integrator"):
+        assert getattr(capped.mj_model.opt, name) == getattr(default.mj_model.opt, name) == getattr(cpu.model.opt, name)
+    one = make("MJX/Ant-v4", ls_iterations=np.int64(4), speedup=2)  # one cap alone; numpy integers accepted
+    assert (one.mj_model.opt.iterations, one.mj_model.opt.ls_iterations) == (100, 4) and one.dt == pytest.approx(0.025)
+    assert cpu.model.opt.iterations == 100  # gymnasium's own model untouched
+
+
+def test_capped_solver_steps_match_gymnasium():
+    """solver_iterations=4, ls_iterations=8 against (uncapped) CPU MuJoCo, per step, random actions beyond the
+    ctrlrange. Measured over 200 steps of in-range random actions: the same differences as uncapped (qpos
+    4.3e-6, qvel 4.0e-4, reward 3.8e-6); in this test's 60 steps too (qpos 2.2e-6, qvel 3.0e-4, reward
+    5.1e-6). MJX's Newton solver stops after ≤ 5 iterations here anyway, and the line searches cut from
+    24–25 to 8 steps did not change the result (docs/environments.md, "MJX solver caps"). Hence the
+    uncapped test's tolerances. (Not so for Walker2d and Ant: solver_iterations=4 moves their per-step
+    qvel by 1.9e-2 and 0.14.)"""
+    env, _ = _mjx("HalfCheetah", solver_iterations=4, ls_iterations=8)
+    assert int(env.model.opt.iterations) == 4 and int(env.model.opt.ls_iterations) == 8
+    check_per_step("HalfCheetah", steps=60, solver_iterations=4, ls_iterations=8)
+
+
 # -------------------------------------------------------------------------------- float64 physics
 _X64_SCRIPT = r"""
 import sys, warnings
@@ -380,6 +414,12 @@ def test_ids_attributes_and_spaces():
     ("MJX/HalfCheetah-v4", {"frame_skip": 2}, r"unknown option 'frame_skip'.*speedup, max_episode_steps"),
     ("MJX/HalfCheetah-v4", {"speedup": 0.5}, r"speedup must be a number ≥ 1"),
     ("MJX/Hopper-v4", {"max_episode_steps": 0}, r"max_episode_steps must be a positive integer"),
+    ("MJX/HalfCheetah-v4", {"solver_iterations": 0}, r"solver_iterations must be None \(the model's "
+                                                     r"opt.iterations.*or a positive integer, got 0"),
+    ("MJX/HalfCheetah-v4", {"solver_iterations": True}, r"solver_iterations must be .* positive integer, got True"),
+    ("MJX/Ant-v4", {"ls_iterations": 2.5}, r"ls_iterations must be None \(the model's opt.ls_iterations.*got 2.5"),
+    ("MJX/Hopper-v4", {"ls_iterations": "8"}, r"ls_iterations must be .* positive integer, got '8'"),
+    ("MJX/HalfCheetah-v4", {"iterations": 4}, r"unknown option 'iterations'.*solver_iterations, ls_iterations"),
 ])
 def test_errors(env_id, options, match):
     with pytest.raises(PipelagError, match=match):

@@ -39,6 +39,15 @@ pyramidal friction cone: Ant's feet), and RK4 models with a free joint (Ant) get
 the Runge–Kutta–Munthe-Kaas correction of orientations. With both, one physics step equals ``mj_step``
 to 1e-12 in float64 (``physics_step``; MJX internals are patched only while our step is traced).
 
+``solver_iterations`` / ``ls_iterations`` (opt-in; default None keeps the model's ``opt.iterations`` = 100
+and ``opt.ls_iterations`` = 50, i.e. the physics above) cap MJX's constraint solver, as MuJoCo
+Playground's and Brax's MJX envs do, for per-step latency on a GPU. MJX 3.17's Newton solver is a
+``while_loop`` that exits early on ``opt.tolerance``; each iteration runs a line search that is a
+fixed-length ``scan`` of ``ls_iterations`` steps, each a ``lax.cond`` (a no-op once converged), so the
+line search always costs ``ls_iterations`` loop trips. Set before ``put_model`` (both ``mj_model.opt``
+and the MJX model get them). With a cap the step is no longer guaranteed to be ``mj_step``'s; measured
+deviations from CPU MuJoCo: docs/environments.md, "MJX solver caps".
+
 Equality with the CPU env (``tests/envs/test_mjx.py``, docs/environments.md "MJX (GPU)"): from the
 same state and action every step matches to float32 tolerance; whole trajectories match where the task
 is not chaotic; return/length distributions match for all four.
@@ -111,9 +120,12 @@ class MjxMujoco(JaxEnv):
     num_actions = None
     obs_dtype = jnp.float32
 
-    def __init__(self, task_id: str, speedup: float = 1, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS):
+    def __init__(self, task_id: str, speedup: float = 1, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+                 solver_iterations: int | None = None, ls_iterations: int | None = None):
         env_id = f"{MJX_PREFIX}{task_id}"
         task, version = _check(task_id, speedup, max_episode_steps)
+        _check_iterations("solver_iterations", solver_iterations, "opt.iterations, 100 in these models")
+        _check_iterations("ls_iterations", ls_iterations, "opt.ls_iterations, 50 in these models")
         if version != MJX_VERSION:
             raise PipelagError(f"{env_id}: the MJX port has gymnasium {MJX_VERSION} semantics only; use one of "
                                f"{', '.join(MJX_IDS)}")
@@ -131,6 +143,13 @@ class MjxMujoco(JaxEnv):
         self.frame_skip = self.spec.frame_skip
         self.mj_model = mujoco.MjModel.from_xml_path(model_path(self.spec.xml))
         self.mj_model.opt.timestep /= self.speedup  # before put_model: the MJX model copies it
+        # opt-in caps of MJX's constraint solver (not MuJoCo's physics any more: see the module doc)
+        self.solver_iterations = None if solver_iterations is None else int(solver_iterations)
+        self.ls_iterations = None if ls_iterations is None else int(ls_iterations)
+        if self.solver_iterations is not None:
+            self.mj_model.opt.iterations = self.solver_iterations
+        if self.ls_iterations is not None:
+            self.mj_model.opt.ls_iterations = self.ls_iterations
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
         self.mjx = mjx
         self.model = mjx.put_model(self.mj_model)
@@ -225,6 +244,13 @@ class MjxMujoco(JaxEnv):
         obs = self._obs(data)
         step = Step(obs, reward.astype(jnp.float32), terminated, t >= self.max_episode_steps, obs)
         return MjxState(data, t), step
+
+
+def _check_iterations(name: str, value: Any, default: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise PipelagError(f"{name} must be None (the model's {default}) or a positive integer, got {value!r}")
 
 
 def rotation_dofs(mj_model) -> np.ndarray | None:

@@ -8,7 +8,10 @@ id                             class                      options
                                                           ``"symbolic"`` (7×7×3)
 ``MJX/<Task>-v4`` (Task:       ``envs.mjx.MjxMujoco``     ``speedup`` (default 1; divides the physics
 HalfCheetah, Hopper,                                      timestep), ``max_episode_steps`` (1000);
-Walker2d, Ant)                                            needs ``pip install 'pipelag[mjx]'``
+Walker2d, Ant)                                            ``solver_iterations``, ``ls_iterations``
+                                                          (default None: the model's; opt-in caps of
+                                                          MJX's solver); needs ``pip install
+                                                          'pipelag[mjx]'``
 =============================  =========================  ===========================================
 
 Env modules are imported lazily (only the one ``make`` builds). Any other environment (MuJoCo, Atari,
@@ -48,7 +51,8 @@ _REGISTRY: dict[str, _Entry] = {
     },
     **{env_id: _Entry("pipelag.envs.minigrid", "MiniGrid", (env_id,), ("view",)) for env_id in _MINIGRID_IDS},
     **{
-        f"MJX/{task}-v4": _Entry("pipelag.envs.mjx", "MjxMujoco", (f"{task}-v4",), ("speedup", "max_episode_steps"))
+        f"MJX/{task}-v4": _Entry("pipelag.envs.mjx", "MjxMujoco", (f"{task}-v4",),
+                                 ("speedup", "max_episode_steps", "solver_iterations", "ls_iterations"))
         for task in _MJX_TASKS
     },
 }
