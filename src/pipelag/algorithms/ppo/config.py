@@ -50,7 +50,8 @@ class PPOConfig(ConfigIO):
     #: "bfloat16": actor and critic multiply in bf16 (float32 parameters, Adam and activations)
     compute_dtype: str = "float32"
     #: lax.scan unroll factor of the rollout and GAE loops (speed only: the same computation). 0 = auto: 8 on
-    #: a GPU (1.55× faster on an H100, docs/ppo.md: fewer while-loop iterations), 1 elsewhere (faster compile)
+    #: a GPU for runs of ≥ 2,048 updates (1.55× faster on an H100, docs/ppo.md: fewer while-loop iterations;
+    #: it costs 6–13 s more compilation, which only long runs win back), 1 otherwise
     rollout_unroll: int = 0
     # ---------------------------------------------------------------- PPO (Table 6)
     total_timesteps: int = 10_000_000
