@@ -111,9 +111,9 @@ def main(argv=None):
     p.add_argument("--compute-dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                    help="one row group per dtype (bfloat16: mixed precision products)")
     p.add_argument("--minibatches", type=int, nargs="+", default=[1], help="num_minibatches values to time")
-    p.add_argument("--rollout-unroll", type=int, nargs="+", default=[0],
+    p.add_argument("--rollout-unroll", type=int, nargs="+", default=[8],
                    help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll; "
-                        "0 = auto: 8 on a GPU, 1 on a CPU)")
+                        "default 8: what a long GPU run uses; 0 = the trainer's auto choice for the timed run)")
     p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
                    "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")
