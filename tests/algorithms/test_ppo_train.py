@@ -163,3 +163,31 @@ def test_rollout_unroll_is_speed_only():
     assert np.asarray(a["metrics"]["loss"]).shape == (1, 3)
     with pytest.raises(PipelagError, match="rollout_unroll"):
         cfg.replace(rollout_unroll=-1).validate()
+
+
+def test_a_kill_during_the_final_evaluation_keeps_the_trained_agent(tmp_path, resume_setup, monkeypatch):
+    """The final checkpoint is written before the final evaluation: a run killed while evaluating resumes
+    straight to the evaluation, with the results of an uninterrupted run."""
+    cfg, env, _ = resume_setup
+    cfg = cfg.replace(checkpoint_every=4)  # chunks of 2 updates: no periodic checkpoint at the last (6th) update
+    runner = Runner(cfg, [0, 1], env)
+    run(cfg, [0, 1], out_dir=tmp_path / "full", runner=runner, progress=False)
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    evaluate = runner.evaluate
+
+    def killed_at_the_end(params, update):
+        if update == cfg.num_updates:
+            raise KeyboardInterrupt
+        return evaluate(params, update)
+
+    monkeypatch.setattr(runner, "evaluate", killed_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, [0, 1], out_dir=tmp_path / "cut", runner=runner, progress=False)
+    assert not (tmp_path / "cut" / "results.json").exists()
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    chunks = []
+    monkeypatch.setattr(runner, "chunk", lambda *a: chunks.append(a) or pytest.fail("trained again"))
+    resumed = run(cfg, [0, 1], out_dir=tmp_path / "cut", resume=True, runner=runner, progress=False)
+    assert not chunks and resumed["num_updates"] == cfg.num_updates
+    for key in ("eval_sampled", "eval_greedy", "train_return_last5pct"):
+        assert resumed[key] == full[key]

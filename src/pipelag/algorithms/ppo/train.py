@@ -473,9 +473,9 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
             stopped_by_time = True
             break
 
-    final = runner.evaluate(rs.params, done)
-    if not stopped_by_time:
+    if not stopped_by_time:  # before the final evaluation: a kill during it keeps the trained agent
         checkpoint()
+    final = runner.evaluate(rs.params, done)
     timing["total_s"] = time.perf_counter() - t_start
     curves_arr = {k: np.concatenate(v, axis=1) for k, v in curves.items()}
     results = _results(c, seeds, curves_arr, final, timing, done)
