@@ -347,6 +347,36 @@ def test_capped_solver_steps_match_gymnasium():
     check_per_step("HalfCheetah", steps=60, solver_iterations=4, ls_iterations=8)
 
 
+def _loops_in_step(env) -> int:
+    """``while`` loops in one env step's lowered program (the physics substeps, solver, line search)."""
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    text = jax.jit(env.step_env).lower(jax.random.PRNGKey(1), state, jnp.zeros(env.action_shape)).as_text()
+    return text.count("stablehlo.while")
+
+
+def test_unrolled_line_search_same_numbers_without_its_loop():
+    """unroll_line_search traces the (capped) line search's scan unrolled: one loop fewer per solve in the
+    step's program (what costs host round trips on a GPU), the same states step after step."""
+    caps = {"solver_iterations": 4, "ls_iterations": 8}
+    looped, step_looped = _mjx("HalfCheetah", **caps)
+    unrolled, step_unrolled = _mjx("HalfCheetah", **caps, unroll_line_search=True)
+    assert _loops_in_step(unrolled) == _loops_in_step(looped) - 1  # HalfCheetah: substeps, solver, line search
+    from mujoco.mjx._src import solver
+
+    assert solver._while_loop_scan.__name__ == "_while_loop_scan"  # MJX's own function is back
+    key = jax.random.PRNGKey(3)
+    a, _ = looped.reset(key)
+    b, _ = unrolled.reset(key)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        action = jnp.asarray(rng.uniform(looped.action_low, looped.action_high), jnp.float32)
+        a, sa = step_looped(key, _on_device(a), action)
+        b, sb = step_unrolled(key, _on_device(b), action)
+        np.testing.assert_allclose(np.asarray(b.data.qpos), np.asarray(a.data.qpos), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(b.data.qvel), np.asarray(a.data.qvel), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(float(sb.reward), float(sa.reward), rtol=0, atol=1e-5)
+
+
 # -------------------------------------------------------------------------------- float64 physics
 _X64_SCRIPT = r"""
 import sys, warnings
@@ -420,6 +450,9 @@ def test_ids_attributes_and_spaces():
     ("MJX/Ant-v4", {"ls_iterations": 2.5}, r"ls_iterations must be None \(the model's opt.ls_iterations.*got 2.5"),
     ("MJX/Hopper-v4", {"ls_iterations": "8"}, r"ls_iterations must be .* positive integer, got '8'"),
     ("MJX/HalfCheetah-v4", {"iterations": 4}, r"unknown option 'iterations'.*solver_iterations, ls_iterations"),
+    ("MJX/HalfCheetah-v4", {"unroll_line_search": True}, r"unroll_line_search needs ls_iterations ≤ 16"),
+    ("MJX/Hopper-v4", {"unroll_line_search": True, "ls_iterations": 50}, r"needs ls_iterations ≤ 16"),
+    ("MJX/Hopper-v4", {"unroll_line_search": 1, "ls_iterations": 8}, r"must be true or false, got 1"),
 ])
 def test_errors(env_id, options, match):
     with pytest.raises(PipelagError, match=match):

@@ -121,11 +121,19 @@ class MjxMujoco(JaxEnv):
     obs_dtype = jnp.float32
 
     def __init__(self, task_id: str, speedup: float = 1, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
-                 solver_iterations: int | None = None, ls_iterations: int | None = None):
+                 solver_iterations: int | None = None, ls_iterations: int | None = None,
+                 unroll_line_search: bool = False):
         env_id = f"{MJX_PREFIX}{task_id}"
         task, version = _check(task_id, speedup, max_episode_steps)
         _check_iterations("solver_iterations", solver_iterations, "opt.iterations, 100 in these models")
         _check_iterations("ls_iterations", ls_iterations, "opt.ls_iterations, 50 in these models")
+        if not isinstance(unroll_line_search, bool):
+            raise PipelagError(f"unroll_line_search must be true or false, got {unroll_line_search!r}")
+        if unroll_line_search and (ls_iterations is None or ls_iterations > MAX_UNROLLED_LS):
+            raise PipelagError(f"unroll_line_search needs ls_iterations ≤ {MAX_UNROLLED_LS} (e.g. ls_iterations=8): "
+                               "unrolling the model's 50 line-search trips would take minutes to compile")
+        #: the line search's fixed-length loop as straight-line code (same numbers, no loop trips)
+        self.unroll_line_search = unroll_line_search
         if version != MJX_VERSION:
             raise PipelagError(f"{env_id}: the MJX port has gymnasium {MJX_VERSION} semantics only; use one of "
                                f"{', '.join(MJX_IDS)}")
@@ -208,7 +216,8 @@ class MjxMujoco(JaxEnv):
         """One ``mj_step`` as MuJoCo computes it: ``mjx.step`` with MuJoCo's plane–capsule contact frames
         (:func:`mujoco_c_capsule_frames`) and, for RK4 models with free/ball joints (Ant), MuJoCo ≥ 4.0's
         RK4 (Runge–Kutta–Munthe-Kaas orientations, :func:`rk4_munthe_kaas`)."""
-        with mujoco_c_capsule_frames():  # traced now: the compiled step keeps MuJoCo's contact frames
+        unrolled = unrolled_line_search() if self.unroll_line_search else contextlib.nullcontext()
+        with mujoco_c_capsule_frames(), unrolled:  # traced now: the compiled step keeps both
             if self._rot_dofs is None:
                 return self.mjx.step(self.model, data)
             return rk4_munthe_kaas(self.model, self.mjx.forward(self.model, data), self._rot_dofs)
@@ -355,6 +364,36 @@ def mujoco_c_capsule_frames():
         yield
     finally:
         cd._COLLISION_FUNC[key] = old
+
+
+MAX_UNROLLED_LS = 16
+
+
+@contextlib.contextmanager
+def unrolled_line_search():
+    """While MJX is traced inside this block, its solver's line search (``solver._while_loop_scan``: a
+    ``scan`` of ``ls_iterations`` trips, each a ``cond`` that idles once converged) is traced with the
+    scan fully unrolled: the same operations in the same order, so the same numbers, but no loop. On a
+    GPU every loop trip costs a host round trip (docs/sac.md); MJX's own function is restored afterwards."""
+    from mujoco.mjx._src import solver
+
+    def while_loop_scan_unrolled(cond_fun, body_fun, init_val, max_iter):
+        def one(val):
+            nxt = body_fun(val)
+            return nxt, cond_fun(nxt)
+
+        def trip(carry, _):
+            val, go = carry
+            return jax.lax.cond(go, one, lambda x: (x, False), val), None
+
+        return jax.lax.scan(trip, (init_val, cond_fun(init_val)), None, length=max_iter, unroll=True)[0][0]
+
+    old = solver._while_loop_scan
+    solver._while_loop_scan = while_loop_scan_unrolled
+    try:
+        yield
+    finally:
+        solver._while_loop_scan = old
 
 
 def model_path(xml: str) -> str:

@@ -10,8 +10,9 @@ id                             class                      options
 HalfCheetah, Hopper,                                      timestep), ``max_episode_steps`` (1000);
 Walker2d, Ant)                                            ``solver_iterations``, ``ls_iterations``
                                                           (default None: the model's; opt-in caps of
-                                                          MJX's solver); needs ``pip install
-                                                          'pipelag[mjx]'``
+                                                          MJX's solver); ``unroll_line_search``
+                                                          (False; with ``ls_iterations`` ≤ 16);
+                                                          needs ``pip install 'pipelag[mjx]'``
 =============================  =========================  ===========================================
 
 Env modules are imported lazily (only the one ``make`` builds). Any other environment (MuJoCo, Atari,
@@ -52,7 +53,8 @@ _REGISTRY: dict[str, _Entry] = {
     **{env_id: _Entry("pipelag.envs.minigrid", "MiniGrid", (env_id,), ("view",)) for env_id in _MINIGRID_IDS},
     **{
         f"MJX/{task}-v4": _Entry("pipelag.envs.mjx", "MjxMujoco", (f"{task}-v4",),
-                                 ("speedup", "max_episode_steps", "solver_iterations", "ls_iterations"))
+                                 ("speedup", "max_episode_steps", "solver_iterations", "ls_iterations",
+                                  "unroll_line_search"))
         for task in _MJX_TASKS
     },
 }
