@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipelag.algorithms.common.cli_args import positive_int
+
 
 def _fraction(text: str) -> float:
     try:
@@ -15,16 +17,6 @@ def _fraction(text: str) -> float:
     if not 0 < x <= 1:
         raise argparse.ArgumentTypeError(f"--budget must be a fraction in (0, 1], got {text!r}")
     return x
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from e
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -98,7 +90,7 @@ def add_parsers(subparsers) -> None:
     common.add_argument("experiment", help="table1…table10, fig1b, fig3, fig7, fig11, fig12, or 'list'")
     common.add_argument("--budget", type=_fraction, default=1.0,
                         help="fraction of the paper's training steps (default 1); the grid stays the same")
-    common.add_argument("--seeds", type=_positive, default=None,
+    common.add_argument("--seeds", type=positive_int, default=None,
                         help="seeds per run (default: the paper's count, mostly 3)")
     common.add_argument("--columns", default=None, metavar="COL[,COL]",
                         help="only these columns of the table, e.g. --columns Breakout (the report is named "
@@ -115,7 +107,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--backend", choices=("local", "process", "ray"), default="local",
                    help="local: one run after another here; process: a subprocess per run (--workers at a "
                         "time); ray: a Ray cluster (pip install 'pipelag[sweep]')")
-    p.add_argument("--workers", type=_positive, default=1, help="parallel runs for --backend process")
+    p.add_argument("--workers", type=positive_int, default=1, help="parallel runs for --backend process")
     p.add_argument("--gpus", default="", metavar="0,1", help="--backend process: spread the runs over these GPUs "
                    "(each run sees one; the least busy is chosen)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")

@@ -21,7 +21,6 @@ one env per (seed, removal) in lockstep, env ``i`` seeded ``eval_seed + i``.
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelag.algorithms.common.cli_args import positive_int
 from pipelag.algorithms.common.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from pipelag.errors import PipelagError
 
@@ -265,16 +265,6 @@ def write_outputs(results: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 
 # ============================================================================ command line
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from e
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
 def cmd_connections(args) -> int:
     if args.list:
         from pipelag.networks.surgery import connection_groups, list_connections
@@ -317,7 +307,7 @@ def add_analyze_parser(subparsers) -> None:
     )
     c.add_argument(
         "--episodes",
-        type=_positive,
+        type=positive_int,
         default=100,
         help="evaluation episodes per seed and removal (default 100, as the paper)",
     )

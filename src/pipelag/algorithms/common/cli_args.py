@@ -1,7 +1,8 @@
-"""Command-line helpers shared by the trainers' `pipelag train` flags."""
+"""Command-line helpers shared by the trainers' `pipelag train` flags and the other subcommands."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -25,3 +26,14 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, Any]:
         k, v = item.split("=", 1)
         out[k.strip().replace("-", "_")] = parse_value(v)
     return out
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts (seeds, workers, episodes): an integer ≥ 1."""
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from e
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
