@@ -110,9 +110,9 @@ class PPO:
         self.env = make_env(config, env)
         self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions)
         c = config
-        # Adam with the learning rate applied by hand (annealed from the runtime num_updates)
         on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
         self.rollout_unroll = c.rollout_unroll or (8 if on_gpu and c.num_updates >= 2048 else 1)
+        # Adam with the learning rate applied by hand (annealed from the runtime num_updates)
         self.tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.scale_by_adam(eps=c.adam_eps))
 
     def learning_rate(self, opt_step: jax.Array, num_updates: jax.Array) -> jax.Array:
