@@ -377,6 +377,19 @@ def test_unrolled_line_search_same_numbers_without_its_loop():
         np.testing.assert_allclose(float(sb.reward), float(sa.reward), rtol=0, atol=1e-5)
 
 
+def test_unrolled_solver_leaves_only_the_substep_loop_and_matches_gymnasium():
+    """unroll_solver traces the capped Newton loop (and its line searches) as unrolled iterations that idle
+    once converged: HalfCheetah's step keeps one loop (its 5 physics substeps) and still matches CPU MuJoCo
+    per step within the uncapped test's tolerances (same algorithm; per-step differences to the looped
+    version measured at float32 rounding, ≤ 1.2e-5 in qvel)."""
+    env, _ = _mjx("HalfCheetah", solver_iterations=4, ls_iterations=8, unroll_solver=True)
+    assert env.unroll_line_search and _loops_in_step(env) == 1
+    from mujoco.mjx._src import solver
+
+    assert solver.jax is jax  # MJX's own module is back
+    check_per_step("HalfCheetah", steps=60, solver_iterations=4, ls_iterations=8, unroll_solver=True)
+
+
 # -------------------------------------------------------------------------------- float64 physics
 _X64_SCRIPT = r"""
 import sys, warnings
@@ -453,6 +466,9 @@ def test_ids_attributes_and_spaces():
     ("MJX/HalfCheetah-v4", {"unroll_line_search": True}, r"unroll_line_search needs ls_iterations ≤ 16"),
     ("MJX/Hopper-v4", {"unroll_line_search": True, "ls_iterations": 50}, r"needs ls_iterations ≤ 16"),
     ("MJX/Hopper-v4", {"unroll_line_search": 1, "ls_iterations": 8}, r"must be true or false, got 1"),
+    ("MJX/Hopper-v4", {"unroll_solver": True, "ls_iterations": 8}, r"unroll_solver needs solver_iterations ≤ 8"),
+    ("MJX/Hopper-v4", {"unroll_solver": True, "solver_iterations": 4}, r"unroll_solver needs ls_iterations ≤ 16"),
+    ("MJX/Ant-v4", {"unroll_solver": True, "solver_iterations": 20, "ls_iterations": 8}, r"solver_iterations ≤ 8"),
 ])
 def test_errors(env_id, options, match):
     with pytest.raises(PipelagError, match=match):

@@ -122,18 +122,25 @@ class MjxMujoco(JaxEnv):
 
     def __init__(self, task_id: str, speedup: float = 1, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
                  solver_iterations: int | None = None, ls_iterations: int | None = None,
-                 unroll_line_search: bool = False):
+                 unroll_line_search: bool = False, unroll_solver: bool = False):
         env_id = f"{MJX_PREFIX}{task_id}"
         task, version = _check(task_id, speedup, max_episode_steps)
         _check_iterations("solver_iterations", solver_iterations, "opt.iterations, 100 in these models")
         _check_iterations("ls_iterations", ls_iterations, "opt.ls_iterations, 50 in these models")
-        if not isinstance(unroll_line_search, bool):
-            raise PipelagError(f"unroll_line_search must be true or false, got {unroll_line_search!r}")
-        if unroll_line_search and (ls_iterations is None or ls_iterations > MAX_UNROLLED_LS):
-            raise PipelagError(f"unroll_line_search needs ls_iterations ≤ {MAX_UNROLLED_LS} (e.g. ls_iterations=8): "
-                               "unrolling the model's 50 line-search trips would take minutes to compile")
+        for name, flag in (("unroll_line_search", unroll_line_search), ("unroll_solver", unroll_solver)):
+            if not isinstance(flag, bool):
+                raise PipelagError(f"{name} must be true or false, got {flag!r}")
+        if (unroll_line_search or unroll_solver) and (ls_iterations is None or ls_iterations > MAX_UNROLLED_LS):
+            raise PipelagError(f"{'unroll_solver' if unroll_solver else 'unroll_line_search'} needs ls_iterations ≤ "
+                               f"{MAX_UNROLLED_LS} (e.g. ls_iterations=8): unrolling the model's 50 line-search "
+                               "trips would take minutes to compile")
+        if unroll_solver and (solver_iterations is None or solver_iterations > MAX_UNROLLED_SOLVER):
+            raise PipelagError(f"unroll_solver needs solver_iterations ≤ {MAX_UNROLLED_SOLVER} (e.g. "
+                               "solver_iterations=4): its Newton loop becomes that many unrolled iterations")
         #: the line search's fixed-length loop as straight-line code (same numbers, no loop trips)
-        self.unroll_line_search = unroll_line_search
+        self.unroll_line_search = unroll_line_search or unroll_solver
+        #: the Newton loop as solver_iterations unrolled iterations that idle once converged (no loop trips)
+        self.unroll_solver = unroll_solver
         if version != MJX_VERSION:
             raise PipelagError(f"{env_id}: the MJX port has gymnasium {MJX_VERSION} semantics only; use one of "
                                f"{', '.join(MJX_IDS)}")
@@ -216,8 +223,10 @@ class MjxMujoco(JaxEnv):
         """One ``mj_step`` as MuJoCo computes it: ``mjx.step`` with MuJoCo's plane–capsule contact frames
         (:func:`mujoco_c_capsule_frames`) and, for RK4 models with free/ball joints (Ant), MuJoCo ≥ 4.0's
         RK4 (Runge–Kutta–Munthe-Kaas orientations, :func:`rk4_munthe_kaas`)."""
-        unrolled = unrolled_line_search() if self.unroll_line_search else contextlib.nullcontext()
-        with mujoco_c_capsule_frames(), unrolled:  # traced now: the compiled step keeps both
+        unrolled_ls = unrolled_line_search() if self.unroll_line_search else contextlib.nullcontext()
+        unrolled_newton = (unrolled_solver_loop(self.solver_iterations) if self.unroll_solver
+                           else contextlib.nullcontext())
+        with mujoco_c_capsule_frames(), unrolled_ls, unrolled_newton:  # traced now: the compiled step keeps them
             if self._rot_dofs is None:
                 return self.mjx.step(self.model, data)
             return rk4_munthe_kaas(self.model, self.mjx.forward(self.model, data), self._rot_dofs)
@@ -367,6 +376,23 @@ def mujoco_c_capsule_frames():
 
 
 MAX_UNROLLED_LS = 16
+MAX_UNROLLED_SOLVER = 8
+
+
+def _unrolled_while(cond_fun, body_fun, init_val, max_iter: int):
+    """``while cond_fun(v): v = body_fun(v)``, at most ``max_iter`` times, as straight-line code:
+    ``max_iter`` unrolled trips, each a ``cond`` that idles once the loop would have stopped. The same
+    signature and trips as MJX's ``solver._while_loop_scan``, without the scan's loop."""
+
+    def one(val):
+        nxt = body_fun(val)
+        return nxt, cond_fun(nxt)
+
+    def trip(carry, _):
+        val, go = carry
+        return jax.lax.cond(go, one, lambda x: (x, False), val), None
+
+    return jax.lax.scan(trip, (init_val, cond_fun(init_val)), None, length=max_iter, unroll=True)[0][0]
 
 
 @contextlib.contextmanager
@@ -377,23 +403,43 @@ def unrolled_line_search():
     GPU every loop trip costs a host round trip (docs/sac.md); MJX's own function is restored afterwards."""
     from mujoco.mjx._src import solver
 
-    def while_loop_scan_unrolled(cond_fun, body_fun, init_val, max_iter):
-        def one(val):
-            nxt = body_fun(val)
-            return nxt, cond_fun(nxt)
-
-        def trip(carry, _):
-            val, go = carry
-            return jax.lax.cond(go, one, lambda x: (x, False), val), None
-
-        return jax.lax.scan(trip, (init_val, cond_fun(init_val)), None, length=max_iter, unroll=True)[0][0]
-
     old = solver._while_loop_scan
-    solver._while_loop_scan = while_loop_scan_unrolled
+    solver._while_loop_scan = _unrolled_while
     try:
         yield
     finally:
         solver._while_loop_scan = old
+
+
+@contextlib.contextmanager
+def unrolled_solver_loop(max_iter: int):
+    """While MJX is traced inside this block, the Newton solver's ``jax.lax.while_loop`` (it stops early, and
+    at the latest after ``opt.iterations`` = ``max_iter`` iterations) is traced by :func:`_unrolled_while`:
+    the same iterations, no loop. Only ``solver``'s own name ``jax`` is swapped, for an object that hands
+    out the real ``jax`` except for ``lax.while_loop``; restored afterwards."""
+    from mujoco.mjx._src import solver
+
+    real = solver.jax
+
+    class _Lax:
+        def __getattr__(self, name):
+            return getattr(real.lax, name)
+
+        @staticmethod
+        def while_loop(cond_fun, body_fun, init_val):
+            return _unrolled_while(cond_fun, body_fun, init_val, max_iter)
+
+    class _Jax:
+        lax = _Lax()
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    solver.jax = _Jax()
+    try:
+        yield
+    finally:
+        solver.jax = real
 
 
 def model_path(xml: str) -> str:

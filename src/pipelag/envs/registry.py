@@ -10,8 +10,9 @@ id                             class                      options
 HalfCheetah, Hopper,                                      timestep), ``max_episode_steps`` (1000);
 Walker2d, Ant)                                            ``solver_iterations``, ``ls_iterations``
                                                           (default None: the model's; opt-in caps of
-                                                          MJX's solver); ``unroll_line_search``
-                                                          (False; with ``ls_iterations`` ≤ 16);
+                                                          MJX's solver); ``unroll_line_search``,
+                                                          ``unroll_solver`` (False; with caps ≤ 16
+                                                          and ≤ 8: loops traced unrolled);
                                                           needs ``pip install 'pipelag[mjx]'``
 =============================  =========================  ===========================================
 
@@ -54,7 +55,7 @@ _REGISTRY: dict[str, _Entry] = {
     **{
         f"MJX/{task}-v4": _Entry("pipelag.envs.mjx", "MjxMujoco", (f"{task}-v4",),
                                  ("speedup", "max_episode_steps", "solver_iterations", "ls_iterations",
-                                  "unroll_line_search"))
+                                  "unroll_line_search", "unroll_solver"))
         for task in _MJX_TASKS
     },
 }
