@@ -286,3 +286,22 @@ def test_bfloat16_compute_keeps_float32_state_and_passes_the_delay_test(arch):
 def test_unknown_compute_dtype_is_one_clear_error():
     with pytest.raises(PipelagError, match="compute_dtype"):
         small("mlp", compute_dtype="float16")
+
+
+def test_unrolled_scan_has_no_loop_and_the_same_outputs():
+    """``unroll(..., scan_unroll=True)`` (SAC's short windows): no loop in the program, the same outputs and
+    final state as the looped scan, resets and action history included."""
+    net = build_network("mlp-proj-from-obs", (5,), 4, hidden=8, action_dim=2, action_history=2)
+    params = net.init(jax.random.PRNGKey(0))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (6, 3, 5))
+    acts = jax.random.normal(jax.random.PRNGKey(2), (6, 3, 2))
+    resets = jnp.zeros((6, 3), bool).at[3, 1].set(True)
+    state0 = net.initial_state(params, obs[0])
+
+    def run(unroll):
+        return net.unroll(params, state0, obs, acts, resets, scan_unroll=unroll)
+
+    assert jax.jit(lambda: run(True)).lower().as_text().count("stablehlo.while") == 0
+    assert jax.jit(lambda: run(1)).lower().as_text().count("stablehlo.while") == 1
+    for a, b in zip(jax.tree.leaves(run(True)), jax.tree.leaves(run(1)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)

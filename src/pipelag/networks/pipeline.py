@@ -176,8 +176,11 @@ class PipelinedNetwork:
                 for wave in self._fused_plan]
 
     def unroll(self, params, state: State, obs_seq: jax.Array, action_seq: jax.Array | None = None,
-               resets: jax.Array | None = None, key: jax.Array | None = None):
+               resets: jax.Array | None = None, key: jax.Array | None = None, scan_unroll: int | bool = 1):
         """Run T ticks (lax.scan). Returns (outputs[t] = what a_t was drawn from, final state).
+
+        ``scan_unroll``: the scan's unroll factor (speed only; ``True``: no loop, for short sequences
+        such as SAC's windows).
 
         ``resets[t]`` marks o_t as the first observation of an episode: the activations are reset
         before tick t (so gradients never flow across episode boundaries). ``key``: the dropout key of
@@ -200,7 +203,7 @@ class PipelinedNetwork:
             return carry, out
 
         xs = (obs_seq, action_seq, resets) if key is None else (obs_seq, action_seq, resets, jnp.arange(T))
-        state, outs = jax.lax.scan(tick, state, xs)
+        state, outs = jax.lax.scan(tick, state, xs, unroll=scan_unroll)
         return outs, state
 
     def unroll_layerwise(self, params, state: State, obs_seq: jax.Array, action_seq: jax.Array | None = None,

@@ -77,6 +77,9 @@ def polyak(target, online, tau: float):
 
 
 # ---------------------------------------------------------------------------------------- the actor on windows
+MAX_UNROLLED_WINDOW = 16  # longer windows keep the scan's loop (compile time)
+
+
 def unroll_actor(net: PipelinedNetwork, params, window: Transition, first: jax.Array, key: jax.Array | None = None):
     """Unroll the actor over a batch of windows (``[B, W, ...]``).
 
@@ -90,7 +93,9 @@ def unroll_actor(net: PipelinedNetwork, params, window: Transition, first: jax.A
     resets = (pos == first[None, :]) & (first[None, :] > 0)
     hist0 = jax.tree.map(lambda h: h[:, 0], window.history)
     state0 = with_history(net.initial_state(params, obs_seq[0]), hist0)
-    return net.unroll(params, state0, obs_seq, act_seq, resets, key=key)
+    # a window is a few ticks: unrolled, the BPTT has no loop (each loop trip costs a host round trip on a GPU)
+    unroll = True if W <= MAX_UNROLLED_WINDOW else 1
+    return net.unroll(params, state0, obs_seq, act_seq, resets, key=key, scan_unroll=unroll)
 
 
 def next_policy_output(net: PipelinedNetwork, params, final_state, next_obs: jax.Array,
