@@ -114,6 +114,8 @@ def main(argv=None):
     p.add_argument("--rollout-unroll", type=int, nargs="+", default=[8],
                    help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll; "
                         "default 8: what a long GPU run uses; 0 = the trainer's auto choice for the timed run)")
+    p.add_argument("--conv-impl", nargs="+", default=["xla"], choices=["xla", "gemm"],
+                   help="conv layers as lax.conv ('xla') or image patches × kernel ('gemm'; PPOConfig.conv_impl)")
     p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
                    "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")
@@ -131,27 +133,29 @@ def main(argv=None):
           flush=True)
     if args.profile:
         profile(base_cfg.replace(compute_dtype=args.compute_dtype[0], num_minibatches=args.minibatches[0],
-                                 rollout_unroll=args.rollout_unroll[0]), args.profile)
+                                 rollout_unroll=args.rollout_unroll[0], conv_impl=args.conv_impl[0]), args.profile)
     rows = []
     import itertools
 
-    for dtype, mb, unroll in itertools.product(args.compute_dtype, args.minibatches, args.rollout_unroll):
-        cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll)
+    for conv, dtype, mb, unroll in itertools.product(args.conv_impl, args.compute_dtype, args.minibatches,
+                                                     args.rollout_unroll):
+        cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll, conv_impl=conv)
         for s in args.seeds:
             r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
-            rows.append({"compute_dtype": dtype, "num_minibatches": mb, **r})
-            print(f"  {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s}: compile {r['compile_s']:.1f}s, "
+            rows.append({"conv_impl": conv, "compute_dtype": dtype, "num_minibatches": mb, **r})
+            print(f"  {conv} {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s}: "
+                  f"compile {r['compile_s']:.1f}s, "
                   f"run {r['wall_s']:.2f}s (rollout part {r['rollout_s']:.2f}s)", flush=True)
     # the baseline: 1 seed (or the fewest timed) of the first variant, measured in this same run
     base = rows[0]["steps_per_s"] / rows[0]["seeds"]
-    hdr = (f"{'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'seeds':>5} | "
+    hdr = (f"{'conv':>4} | {'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'seeds':>5} | "
            f"{'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | "
            f"{'steps/s/seed':>12} | {'s, 10M each':>11} | {'rollout %':>9} | {'throughput vs first row':>23}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         r["throughput_vs_first_row"] = r["steps_per_s"] / base
-        print(f"{r['compute_dtype']:>8} | {r['num_minibatches']:>2} | {r['rollout_unroll']:>6} | "
+        print(f"{r['conv_impl']:>4} | {r['compute_dtype']:>8} | {r['num_minibatches']:>2} | {r['rollout_unroll']:>6} | "
               f"{r['seeds']:>5} | {r['compile_s']:>9.1f} | "
               f"{r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | {r['steps_per_s_per_seed']:>12,.0f} | "
               f"{r['wall_s_per_10M_steps_each']:>11.1f} | {100 * r['rollout_s'] / r['wall_s']:>8.0f}% | "

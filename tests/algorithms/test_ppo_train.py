@@ -191,3 +191,19 @@ def test_a_kill_during_the_final_evaluation_keeps_the_trained_agent(tmp_path, re
     assert not chunks and resumed["num_updates"] == cfg.num_updates
     for key in ("eval_sampled", "eval_greedy", "train_return_last5pct"):
         assert resumed[key] == full[key]
+
+
+def test_conv_impl_reaches_actor_and_critic():
+    """PPOConfig.conv_impl picks the conv layers of both networks; an unknown value is one clear error."""
+    from pipelag.algorithms.ppo.networks import build_actor_critic
+    from pipelag.networks.layers import GemmConv
+
+    def conv_types(cfg):
+        actor, critic = build_actor_critic(cfg, (10, 10, 4), 3)
+        return {type(m) for net in (actor, critic) for n, m in net.modules.items()
+                if net.graph.node(n).op == "conv"}
+
+    assert conv_types(PPOConfig(conv_impl="gemm")) == {GemmConv}
+    assert GemmConv not in conv_types(PPOConfig())
+    with pytest.raises(PipelagError, match="conv_impl"):
+        PPOConfig(conv_impl="cudnn").validate()

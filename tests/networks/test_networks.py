@@ -305,3 +305,54 @@ def test_unrolled_scan_has_no_loop_and_the_same_outputs():
     assert jax.jit(lambda: run(1)).lower().as_text().count("stablehlo.while") == 1
     for a, b in zip(jax.tree.leaves(run(True)), jax.tree.leaves(run(1)), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding,strides,size", [("SAME", (1, 1), 10), ("VALID", (4, 4), 40), ("VALID", (2, 2), 9),
+                                                  ("SAME", (2, 2), 7)])
+def test_gemm_conv_equals_lax_conv(padding, strides, size):
+    """GemmConv (patches × kernel) has nn.Conv's parameters (same init) and outputs, also vmapped over
+    parameter sets (seeds) and differentiated."""
+    import flax.linen as nn
+
+    from pipelag.networks.layers import GemmConv
+
+    kw = dict(features=5, kernel_size=(3, 3), strides=strides, padding=padding)
+    ref, gemm = nn.Conv(**kw), GemmConv(**kw)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
+    p_ref, p_gemm = ref.init(jax.random.PRNGKey(1), x), gemm.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, p_ref) == jax.tree.map(jnp.shape, p_gemm)
+    np.testing.assert_array_equal(p_ref["params"]["kernel"], p_gemm["params"]["kernel"])
+    p = jax.tree.map(lambda a: a + 0.3, p_ref)  # non-zero bias
+    y_ref, y_gemm = ref.apply(p, x), gemm.apply(p, x)
+    assert y_ref.shape == y_gemm.shape
+    np.testing.assert_allclose(y_gemm, y_ref, rtol=1e-5, atol=1e-5)
+    loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+    g_ref, g_gemm = jax.grad(loss(ref), argnums=(0, 1))(p, x), jax.grad(loss(gemm), argnums=(0, 1))(p, x)
+    for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_gemm), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    seeds = jax.vmap(lambda k: ref.init(k, x))(jax.random.split(jax.random.PRNGKey(2), 3))
+    np.testing.assert_allclose(jax.vmap(gemm.apply, (0, None))(seeds, x), jax.vmap(ref.apply, (0, None))(seeds, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cnn-skip-res"])
+def test_gemm_conv_network_matches_and_passes_the_delay_test(arch):
+    """A whole network with conv_impl="gemm": the same parameters and outputs as "xla", no conv op left in
+    its program, and the delay test holds."""
+    kw = {"num_actions": 3, "action_history": 1}
+    net_x, net_g = small(arch, MINIGRID, **kw), small(arch, MINIGRID, conv_impl="gemm", **kw)
+    params = params_of(net_x)
+    assert jax.tree.structure(params) == jax.tree.structure(net_g.init(jax.random.PRNGKey(0)))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (7, *net_x.obs_shape))
+    actions = jnp.arange(7) % 3
+    out_x = net_x.unroll(params, net_x.zero_state(), obs, actions)[0]
+    out_g = net_g.unroll(params, net_g.zero_state(), obs, actions)[0]
+    np.testing.assert_allclose(out_g, out_x, rtol=1e-4, atol=1e-4 * float(jnp.abs(out_x).max()))
+    hlo = jax.jit(lambda p, o: net_g.unroll(p, net_g.zero_state(), o, actions)[0]).lower(params, obs).as_text()
+    assert "convolution" not in hlo and "conv_general" not in hlo
+    assert_delay_correct(net_g, params)
+
+
+def test_unknown_conv_impl_is_one_clear_error():
+    with pytest.raises(PipelagError, match="conv_impl"):
+        small("cnn", conv_impl="cudnn")

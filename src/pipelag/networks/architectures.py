@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pipelag.errors import PipelagError
 from pipelag.networks.graph import Node, make_graph
-from pipelag.networks.layers import COMPUTE_DTYPES
+from pipelag.networks.layers import COMPUTE_DTYPES, CONV_IMPLS
 from pipelag.networks.pipeline import ActionSpec, PipelinedNetwork, check_dropout
 
 
@@ -150,7 +150,7 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
                   action_input: str = "auto", instantaneous: bool = False, init_activations: str = "zeros",
                   head_init_scale: float = 0.01, cnn_preset: str = "auto", channels: tuple[int, ...] | None = None,
                   obs_history: int = 1, stages: dict[str, int] | None = None,
-                  compute_dtype: str = "float32", dropout: float = 0.0) -> PipelinedNetwork:
+                  compute_dtype: str = "float32", dropout: float = 0.0, conv_impl: str = "xla") -> PipelinedNetwork:
     """Build a pipelined (or instantaneous) network by architecture name.
 
     ``num_outputs``: width of the head (logits for discrete actions; 2·action_dim for a Gaussian).
@@ -164,6 +164,8 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     ``dropout``: probability p ∈ [0, 1) of zeroing each unit of every hidden layer (not the head, not
     the inputs) on every tick, kept units scaled by 1/(1−p) (paper App. D, Fig. 12). With p > 0 the
     network's step/unroll/unroll_layerwise (and output, if instantaneous) need a PRNG ``key``.
+    ``conv_impl``: "xla" (lax.conv) or "gemm" (image patches times the kernel: same parameters, same
+    outputs up to float rounding, often faster for these small layers on a GPU; docs/ppo.md).
     """
     if arch not in ARCHITECTURES:
         raise PipelagError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
@@ -183,6 +185,8 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     dropout = check_dropout(dropout)
     if compute_dtype not in COMPUTE_DTYPES:
         raise PipelagError(f"compute_dtype must be one of {list(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+    if conv_impl not in CONV_IMPLS:
+        raise PipelagError(f"conv_impl must be one of {list(CONV_IMPLS)}, got {conv_impl!r}")
     if action_input == "auto":
         action_input = "obs" if spec.family == "mlp" else "fc"
     if action_input not in (("obs",) if spec.family == "mlp" else ("fc", "planes")):
@@ -229,7 +233,7 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     net = PipelinedNetwork(graph, obs_shape, ActionSpec(num_actions, action_dim, action_history), delta=delta,
                            env_steps_per_tick=env_steps, instantaneous=instantaneous,
                            init_activations=init_activations, obs_history=obs_history,
-                           compute_dtype=compute_dtype, dropout=dropout, name=arch)
+                           compute_dtype=compute_dtype, dropout=dropout, conv_impl=conv_impl, name=arch)
     if not instantaneous:
         bad = net.delay_profile().violations()
         if bad:

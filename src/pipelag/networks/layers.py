@@ -15,22 +15,70 @@ from pipelag.networks.graph import Node
 
 #: compute dtypes a network accepts; parameters and stored activations stay float32 either way
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+#: how conv layers are computed: "xla" (lax.conv, cuDNN on a GPU) or "gemm" (patches + one matmul)
+CONV_IMPLS = ("xla", "gemm")
 
 
-def module_for(node: Node, compute_dtype: str = "float32") -> nn.Module:
+def module_for(node: Node, compute_dtype: str = "float32", conv_impl: str = "xla") -> nn.Module:
     """The Flax module of a layer. ``compute_dtype="bfloat16"``: dense and conv layers multiply in bf16
     (float32 parameters, cast per call; mixed precision), their outputs are cast back to float32 by
-    :func:`apply_layer`. LSTM cells always compute in float32 (their carry is state)."""
+    :func:`apply_layer`. LSTM cells always compute in float32 (their carry is state). ``conv_impl``:
+    see :class:`GemmConv` (same parameters and outputs as ``nn.Conv``, another program)."""
     init = nn.initializers.orthogonal(node.init_scale)
     dtype = COMPUTE_DTYPES[compute_dtype]
     if node.op == "dense":
         return nn.Dense(node.features, kernel_init=init, bias_init=nn.initializers.zeros, dtype=dtype)
     if node.op == "conv":
-        return nn.Conv(node.features, (node.kernel, node.kernel), strides=(node.stride, node.stride),
-                       padding=node.padding, kernel_init=init, bias_init=nn.initializers.zeros, dtype=dtype)
+        conv = GemmConv if conv_impl == "gemm" else nn.Conv
+        return conv(node.features, (node.kernel, node.kernel), strides=(node.stride, node.stride),
+                    padding=node.padding, kernel_init=init, bias_init=nn.initializers.zeros, dtype=dtype)
     if node.op == "lstm":
         return nn.OptimizedLSTMCell(node.features, kernel_init=init)
     raise ValueError(node.op)
+
+
+class GemmConv(nn.Module):
+    """``nn.Conv`` (same parameter names, shapes and initialisation; "SAME"/"VALID" padding, NHWC)
+    computed as one matrix product of image patches with the flattened kernel.
+
+    Why: the layers here are tiny (3×3 kernels on 10×10 images), where a convolution kernel launches
+    poorly, and a convolution vmapped over seeds (one kernel per seed) becomes a grouped convolution;
+    a matmul stays a (batched) matmul."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "SAME"
+    kernel_init: object = nn.initializers.lecun_normal()
+    bias_init: object = nn.initializers.zeros
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        dtype = self.dtype or jnp.result_type(x, kernel)
+        patches = image_patches(x.astype(dtype), self.kernel_size, self.strides, self.padding)
+        y = patches @ kernel.astype(dtype).reshape(-1, self.features)
+        return y + bias.astype(dtype)
+
+
+def image_patches(x: jax.Array, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str) -> jax.Array:
+    """[B, H, W, C] → [B, Ho, Wo, kh·kw·C]: each output position's receptive field, in the order of a
+    flattened [kh, kw, C, ·] kernel (padding as lax.conv's "SAME"/"VALID")."""
+    (kh, kw), (sh, sw) = kernel_size, strides
+    H, W = x.shape[1:3]
+    if padding == "SAME":
+        ho, wo = -(-H // sh), -(-W // sw)
+        ph, pw = max((ho - 1) * sh + kh - H, 0), max((wo - 1) * sw + kw - W, 0)
+        x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    elif padding == "VALID":
+        ho, wo = (H - kh) // sh + 1, (W - kw) // sw + 1
+    else:
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    cols = [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :] for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(cols, axis=-1)
 
 
 def adaptive_max_pool(x: jax.Array, size: tuple[int, int]) -> jax.Array:

@@ -66,7 +66,7 @@ class PipelinedNetwork:
     def __init__(self, graph: Graph, obs_shape: tuple[int, ...], action_spec: ActionSpec = ActionSpec(), *,
                  delta: float = 1.0, env_steps_per_tick: int = 1, instantaneous: bool = False,
                  init_activations: str = "zeros", obs_history: int = 1, compute_dtype: str = "float32",
-                 dropout: float = 0.0, name: str = "network"):
+                 dropout: float = 0.0, conv_impl: str = "xla", name: str = "network"):
         self.graph = graph
         self.obs_shape = tuple(obs_shape)
         #: frame stack kept in the state: the "obs" source is the last m observations, oldest first,
@@ -79,11 +79,12 @@ class PipelinedNetwork:
         self.init_activations = init_activations
         self.name = name
         self.compute_dtype = compute_dtype
+        self.conv_impl = conv_impl
         #: dropout probability of every hidden unit, every tick (0: none; see the module docstring)
         self.dropout = check_dropout(dropout)
         #: hidden layer → index folded into the tick key for its mask (its position in the graph)
         self._dropout_index = {n.name: i for i, n in enumerate(graph.nodes) if n.name != graph.head}
-        self.modules = {n.name: module_for(n, compute_dtype) for n in graph.nodes}
+        self.modules = {n.name: module_for(n, compute_dtype, conv_impl) for n in graph.nodes}
         self._reference_plan = [[(n.name,)] for n in graph.nodes]
         self._shapes, self._input_shapes = self._shapes_of_layers()
         self._fused_plan = self._make_fused_plan()

@@ -24,7 +24,8 @@ def build_actor(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int)
                          action_history=config.action_history, action_input=config.action_input,
                          instantaneous=config.instantaneous, init_activations=config.init_activations,
                          head_init_scale=0.01, hidden=config.hidden, channels=config.channels,
-                         num_layers=config.num_layers, compute_dtype=config.compute_dtype)
+                         num_layers=config.num_layers, compute_dtype=config.compute_dtype,
+                         conv_impl=config.conv_impl)
 
 
 def critic_arch_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> str:
@@ -48,7 +49,7 @@ def critic_channels_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> tuple[
 def build_critic(config: PPOConfig, obs_shape: tuple[int, ...]) -> PipelinedNetwork:
     return build_network(critic_arch_for(config, obs_shape), obs_shape, 1, instantaneous=True, head_init_scale=1.0,
                          hidden=config.critic_hidden, channels=critic_channels_for(config, obs_shape),
-                         compute_dtype=config.compute_dtype)
+                         compute_dtype=config.compute_dtype, conv_impl=config.conv_impl)
 
 
 def build_actor_critic(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int | None):
