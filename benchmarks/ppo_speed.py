@@ -114,8 +114,9 @@ def main(argv=None):
     p.add_argument("--rollout-unroll", type=int, nargs="+", default=[8],
                    help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll; "
                         "default 8: what a long GPU run uses; 0 = the trainer's auto choice for the timed run)")
-    p.add_argument("--conv-impl", nargs="+", default=["xla"], choices=["xla", "gemm"],
-                   help="conv layers as lax.conv ('xla') or image patches × kernel ('gemm'; PPOConfig.conv_impl)")
+    p.add_argument("--conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "gemm"],
+                   help="conv layers as lax.conv (xla), image patches × kernel (gemm), or auto (gemm on a CPU, "
+                        "xla on a GPU); PPOConfig.conv_impl")
     p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
                    "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")

@@ -194,7 +194,8 @@ def test_a_kill_during_the_final_evaluation_keeps_the_trained_agent(tmp_path, re
 
 
 def test_conv_impl_reaches_actor_and_critic():
-    """PPOConfig.conv_impl picks the conv layers of both networks; an unknown value is one clear error."""
+    """PPOConfig.conv_impl picks the conv layers of both networks (default "auto"); an unknown value is one
+    clear error."""
     from pipelag.algorithms.ppo.networks import build_actor_critic
     from pipelag.networks.layers import GemmConv
 
@@ -204,6 +205,8 @@ def test_conv_impl_reaches_actor_and_critic():
                 if net.graph.node(n).op == "conv"}
 
     assert conv_types(PPOConfig(conv_impl="gemm")) == {GemmConv}
-    assert GemmConv not in conv_types(PPOConfig())
+    assert GemmConv not in conv_types(PPOConfig(conv_impl="xla"))
+    on_cpu = jax.default_backend() == "cpu"  # "auto": patches × kernel on a CPU, lax.conv on a GPU
+    assert (conv_types(PPOConfig()) == {GemmConv}) == on_cpu
     with pytest.raises(PipelagError, match="conv_impl"):
         PPOConfig(conv_impl="cudnn").validate()

@@ -53,9 +53,10 @@ class PPOConfig(ConfigIO):
     #: a GPU for runs of ≥ 2,048 updates (1.55× faster on an H100, docs/ppo.md: fewer while-loop iterations;
     #: it costs 6–13 s more compilation, which only long runs win back), 1 otherwise
     rollout_unroll: int = 0
-    #: how conv layers run: "xla" (lax.conv) or "gemm" (image patches × kernel, one matmul; same
-    #: parameters and outputs up to rounding; speed on the GPU in docs/ppo.md)
-    conv_impl: str = "xla"
+    #: how conv layers run: "xla" (lax.conv), "gemm" (image patches × kernel, one matmul; same parameters,
+    #: outputs equal up to rounding) or "auto": "gemm" on a CPU (XLA's CPU convolutions are the slow part
+    #: there), "xla" on a GPU (cuDNN is faster there); measured in docs/ppo.md
+    conv_impl: str = "auto"
     # ---------------------------------------------------------------- PPO (Table 6)
     total_timesteps: int = 10_000_000
     num_envs: int = 32
@@ -146,7 +147,8 @@ class PPOConfig(ConfigIO):
         need(self.clip_eps > 0 and self.max_grad_norm > 0, "clip_eps and max_grad_norm must be > 0")
         need(self.compute_dtype in ("float32", "bfloat16"),
              f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
-        need(self.conv_impl in ("xla", "gemm"), f"conv_impl must be 'xla' or 'gemm', got {self.conv_impl!r}")
+        need(self.conv_impl in ("auto", "xla", "gemm"),
+             f"conv_impl must be 'auto', 'xla' or 'gemm', got {self.conv_impl!r}")
         need(self.init_activations in ("zeros", "instant"),
              f"init_activations must be 'zeros' or 'instant', got {self.init_activations!r}")
         return self

@@ -25,7 +25,15 @@ def build_actor(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int)
                          instantaneous=config.instantaneous, init_activations=config.init_activations,
                          head_init_scale=0.01, hidden=config.hidden, channels=config.channels,
                          num_layers=config.num_layers, compute_dtype=config.compute_dtype,
-                         conv_impl=config.conv_impl)
+                         conv_impl=conv_impl_for(config))
+
+
+def conv_impl_for(config: PPOConfig) -> str:
+    """``config.conv_impl`` with "auto" resolved for the backend JAX runs on: patches × kernel on a CPU
+    (18× faster there for the MinAtar CNNs), lax.conv (cuDNN) on a GPU (1.1–1.3× faster there)."""
+    if config.conv_impl != "auto":
+        return config.conv_impl
+    return "gemm" if jax.default_backend() == "cpu" else "xla"
 
 
 def critic_arch_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> str:
@@ -49,7 +57,7 @@ def critic_channels_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> tuple[
 def build_critic(config: PPOConfig, obs_shape: tuple[int, ...]) -> PipelinedNetwork:
     return build_network(critic_arch_for(config, obs_shape), obs_shape, 1, instantaneous=True, head_init_scale=1.0,
                          hidden=config.critic_hidden, channels=critic_channels_for(config, obs_shape),
-                         compute_dtype=config.compute_dtype, conv_impl=config.conv_impl)
+                         compute_dtype=config.compute_dtype, conv_impl=conv_impl_for(config))
 
 
 def build_actor_critic(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int | None):
