@@ -46,7 +46,9 @@ Playground's and Brax's MJX envs do, for per-step latency on a GPU. MJX 3.17's N
 fixed-length ``scan`` of ``ls_iterations`` steps, each a ``lax.cond`` (a no-op once converged), so the
 line search always costs ``ls_iterations`` loop trips. Set before ``put_model`` (both ``mj_model.opt``
 and the MJX model get them). With a cap the step is no longer guaranteed to be ``mj_step``'s; measured
-deviations from CPU MuJoCo: docs/environments.md, "MJX solver caps".
+deviations from CPU MuJoCo: docs/environments.md, "MJX solver caps". ``unroll_line_search``,
+``unroll_solver`` and ``unroll_substeps`` trace those loops (and the ``frame_skip`` physics steps) as
+straight-line code: the same numbers, fewer loop trips (each costs a host round trip on a GPU).
 
 Equality with the CPU env (``tests/envs/test_mjx.py``, docs/environments.md "MJX (GPU)"): from the
 same state and action every step matches to float32 tolerance; whole trajectories match where the task
@@ -122,12 +124,13 @@ class MjxMujoco(JaxEnv):
 
     def __init__(self, task_id: str, speedup: float = 1, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
                  solver_iterations: int | None = None, ls_iterations: int | None = None,
-                 unroll_line_search: bool = False, unroll_solver: bool = False):
+                 unroll_line_search: bool = False, unroll_solver: bool = False, unroll_substeps: bool = False):
         env_id = f"{MJX_PREFIX}{task_id}"
         task, version = _check(task_id, speedup, max_episode_steps)
         _check_iterations("solver_iterations", solver_iterations, "opt.iterations, 100 in these models")
         _check_iterations("ls_iterations", ls_iterations, "opt.ls_iterations, 50 in these models")
-        for name, flag in (("unroll_line_search", unroll_line_search), ("unroll_solver", unroll_solver)):
+        for name, flag in (("unroll_line_search", unroll_line_search), ("unroll_solver", unroll_solver),
+                           ("unroll_substeps", unroll_substeps)):
             if not isinstance(flag, bool):
                 raise PipelagError(f"{name} must be true or false, got {flag!r}")
         if (unroll_line_search or unroll_solver) and (ls_iterations is None or ls_iterations > MAX_UNROLLED_LS):
@@ -141,6 +144,9 @@ class MjxMujoco(JaxEnv):
         self.unroll_line_search = unroll_line_search or unroll_solver
         #: the Newton loop as solver_iterations unrolled iterations that idle once converged (no loop trips)
         self.unroll_solver = unroll_solver
+        #: the frame_skip physics steps of one env step traced one after the other (no substep loop; with
+        #: unroll_solver, HalfCheetah's step has no loop at all). Same numbers; longer compilation
+        self.unroll_substeps = unroll_substeps
         if version != MJX_VERSION:
             raise PipelagError(f"{env_id}: the MJX port has gymnasium {MJX_VERSION} semantics only; use one of "
                                f"{', '.join(MJX_IDS)}")
@@ -252,7 +258,8 @@ class MjxMujoco(JaxEnv):
         def substep(d, _):
             return self.physics_step(d), None
 
-        data, _ = jax.lax.scan(substep, data.replace(ctrl=action), None, length=self.frame_skip)
+        data, _ = jax.lax.scan(substep, data.replace(ctrl=action), None, length=self.frame_skip,
+                               unroll=self.unroll_substeps)
         x_velocity = (self._x(data) - x_before) / self.dt
         healthy = self._healthy(data)
         # healthy_reward = float(is_healthy or terminate_when_unhealthy) * w: always w (v4 terminates)

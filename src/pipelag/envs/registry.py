@@ -13,6 +13,8 @@ Walker2d, Ant)                                            ``solver_iterations``,
                                                           MJX's solver); ``unroll_line_search``,
                                                           ``unroll_solver`` (False; with caps ≤ 16
                                                           and ≤ 8: loops traced unrolled);
+                                                          ``unroll_substeps`` (False: the physics
+                                                          steps of an env step without a loop);
                                                           needs ``pip install 'pipelag[mjx]'``
 =============================  =========================  ===========================================
 
@@ -55,7 +57,7 @@ _REGISTRY: dict[str, _Entry] = {
     **{
         f"MJX/{task}-v4": _Entry("pipelag.envs.mjx", "MjxMujoco", (f"{task}-v4",),
                                  ("speedup", "max_episode_steps", "solver_iterations", "ls_iterations",
-                                  "unroll_line_search", "unroll_solver"))
+                                  "unroll_line_search", "unroll_solver", "unroll_substeps"))
         for task in _MJX_TASKS
     },
 }
