@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from pipelag.algorithms.common.cli_args import positive_int
 
@@ -19,10 +20,10 @@ def _fraction(text: str) -> float:
     return x
 
 
-def _option(text: str) -> tuple[str, object]:
+def _option(text: str, flag: str = "--set") -> tuple[str, object]:
     key, eq, value = text.partition("=")
     if not eq or not key.strip():
-        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"{flag} needs KEY=VALUE, got {text!r}")
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
@@ -30,10 +31,22 @@ def _option(text: str) -> tuple[str, object]:
     return key.strip(), parsed
 
 
-def _budget(args):
-    from pipelag.experiments.definitions import Budget
+def _budget(args, exp):
+    """The runs' budget and options; ``--mujoco`` / ``--env-option`` mistakes are one-line PipelagErrors."""
+    from pipelag.errors import PipelagError
+    from pipelag.experiments.definitions import MUJOCO_BACKENDS, Budget
 
-    return Budget(args.budget, args.seeds, tuple(args.set or ()))
+    try:
+        env_options = tuple(_option(o, "--env-option") for o in args.env_option or ())
+    except argparse.ArgumentTypeError as e:
+        raise PipelagError(str(e)) from None
+    mujoco = args.mujoco
+    if mujoco not in MUJOCO_BACKENDS:
+        raise PipelagError(f"--mujoco must be one of {', '.join(MUJOCO_BACKENDS)}, got {mujoco!r}")
+    if (mujoco != "gym" or env_options) and not exp.has_mujoco:  # nothing they could change: same runs as without
+        print(f"note: {exp.name} has no MuJoCo cells; --mujoco and --env-option change nothing", file=sys.stderr)
+        mujoco, env_options = "gym", ()
+    return Budget(args.budget, args.seeds, tuple(args.set or ()), mujoco, env_options)
 
 
 def _list(out=print) -> int:
@@ -54,17 +67,20 @@ def _experiment(args):
 
 
 def cmd_sweep(args) -> int:
-    from pipelag.experiments.sweep import sweep
+    from pipelag.experiments.sweep import check_env_options, sweep
 
     if args.experiment == "list":
         return _list()
+    exp = _experiment(args)
+    budget = _budget(args, exp)
     if args.import_runs:
         from pipelag.experiments.importer import import_runs
 
-        n = import_runs(_experiment(args), _budget(args), args.out, args.import_runs)
+        n = import_runs(exp, budget, args.out, args.import_runs)
         print(f"imported {n} (run, seed) results into {args.out}/results.jsonl", flush=True)
         return 0
-    rep = sweep(_experiment(args), _budget(args), args.out, trainer=args.trainer,
+    check_env_options(exp, budget)  # one clear line now, not a failure per run later
+    rep = sweep(exp, budget, args.out, trainer=args.trainer,
                 backend=args.backend, workers=args.workers, ray_address=args.ray_address,
                 gpus_per_run=args.gpus_per_run, dry_run=args.dry_run,
                 gpus=tuple(g for g in args.gpus.split(",") if g.strip()))
@@ -77,7 +93,8 @@ def cmd_report(args) -> int:
 
     if args.experiment == "list":
         return _list()
-    md, paths = report(_experiment(args), _budget(args), args.out, metric=args.metric,
+    exp = _experiment(args)
+    md, paths = report(exp, _budget(args, exp), args.out, metric=args.metric,
                        plots=not args.no_plots)
     print(md)
     print("written: " + ", ".join(str(p) for p in paths.values()))
@@ -99,6 +116,12 @@ def add_parsers(subparsers) -> None:
     common.add_argument("--set", type=_option, action="append", metavar="KEY=VALUE",
                         help="a trainer config field for every run, e.g. --set eval_episodes=10 (JSON values; "
                              "part of the runs' identity, so give the same to report)")
+    common.add_argument("--mujoco", default="gym", metavar="{gym,mjx}",
+                        help="how the MuJoCo cells run: gym = the gymnasium env on the CPU (default), mjx = its JAX "
+                             "port MJX/<Task>-v4, jitted end to end on a GPU (part of the runs' identity)")
+    common.add_argument("--env-option", action="append", metavar="KEY=VALUE",
+                        help="an env option for every MuJoCo run, e.g. --mujoco mjx --env-option ls_iterations=8 "
+                             "--env-option unroll_line_search=true (JSON values; part of the runs' identity)")
 
     p = subparsers.add_parser("sweep", parents=[common], help="train an experiment's grid (skips finished runs)",
                               description="Train every missing (run, seed) of a paper table/figure. Finished runs "

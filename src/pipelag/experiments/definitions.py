@@ -12,7 +12,8 @@ Reading guide
   (Table 7 and Fig. 3…) is trained once.
 * An **experiment** is rows × columns of **entries**; an entry averages one or more cells (Table 1 and
   Fig. 1b average a whole domain) and points at the paper's number(s) for it.
-* A **budget** scales the steps (``fraction``) and the number of seeds without changing the grid.
+* A **budget** scales the steps (``fraction``) and the number of seeds without changing the grid; it also
+  carries the ``--set`` trainer options and how MuJoCo cells run (``--mujoco gym|mjx``, ``--env-option``).
 
 The mapping from the paper's names to ours is documented in ``docs/experiments.md``.
 """
@@ -63,10 +64,40 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (
 
 
 def domain_of(env: str) -> Domain:
+    """The domain of a cell's env, or of a spec's env (``MJX/HalfCheetah-v4`` is MuJoCo's)."""
     for d in DOMAINS.values():
-        if env in d.envs:
+        if env in d.envs or (d.name == "mujoco" and str(env).removeprefix(MJX_PREFIX) in d.envs):
             return d
     raise PipelagError(f"no domain has env {env!r}")
+
+
+# ============================================================================ how MuJoCo cells run
+#: ``--mujoco``: "gym" trains a MuJoCo cell on the gymnasium CPU env (SAC's host loop), "mjx" on the JAX
+#: port ``MJX/<Task>-v4`` (SAC's jitted driver, for a GPU); both with the budget's ``env_options``
+MUJOCO_BACKENDS = ("gym", "mjx")
+MJX_PREFIX = "MJX/"  # = pipelag.envs.mjx.MJX_PREFIX (that module imports jax)
+
+
+def mjx_option_names() -> tuple[str, ...]:
+    """The env options the MJX port accepts (its entry in the env registry)."""
+    from pipelag.envs import registry
+
+    return registry._REGISTRY[f"{MJX_PREFIX}{MUJOCO_ENVS[0]}"].options
+
+
+def gym_option_names() -> tuple[str, ...]:
+    """The options pipelag adds to the gymnasium CPU env (it also takes the gymnasium class's own kwargs)."""
+    import inspect
+
+    from pipelag.envs.mujoco import mujoco_env_fn
+
+    return tuple(n for n, p in inspect.signature(mujoco_env_fn).parameters.items()
+                 if n != "env_id" and p.kind is p.POSITIONAL_OR_KEYWORD)
+
+
+def _option_items(options) -> list[str]:
+    """``["ls_iterations=8", "unroll_line_search=true"]``, as given on the command line."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options]
 
 
 # ============================================================================ variants
@@ -144,11 +175,18 @@ def _dropout_variant(p: float) -> str:
 class Budget:
     """``fraction`` of the paper's steps (rounded to the domain's granularity, at least one unit), if given
     ``seeds`` seeds for every run instead of the paper's count, and ``options``: trainer config fields set
-    for every run (e.g. ``(("eval_episodes", 10),)`` for a quick look; they are part of the runs' specs)."""
+    for every run (e.g. ``(("eval_episodes", 10),)`` for a quick look; they are part of the runs' specs).
+
+    ``mujoco`` ("gym" or "mjx") and ``env_options`` say how the MuJoCo cells run: "mjx" trains the cell
+    ``HalfCheetah-v4`` on ``MJX/HalfCheetah-v4``; ``env_options`` (e.g. ``(("ls_iterations", 8),)``) go to
+    every MuJoCo run's env. Both are part of those runs' specs; other domains ignore them. The defaults
+    leave every spec (and run key) as it was before they existed."""
 
     fraction: float = 1.0
     seeds: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    mujoco: str = "gym"
+    env_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         if not (isinstance(self.fraction, int | float) and 0 < self.fraction <= 1):
@@ -156,6 +194,21 @@ class Budget:
         if self.seeds is not None and (not isinstance(self.seeds, int) or self.seeds < 1):
             raise PipelagError(f"--seeds must be a positive integer, got {self.seeds!r}")
         object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in dict(self.options).items())))
+        if self.mujoco not in MUJOCO_BACKENDS:
+            raise PipelagError(f"--mujoco must be one of {', '.join(MUJOCO_BACKENDS)}, got {self.mujoco!r}")
+        opts = tuple(sorted((str(k), v) for k, v in dict(self.env_options).items()))
+        object.__setattr__(self, "env_options", opts)
+        names = [k for k, _ in opts]
+        if self.mujoco == "mjx":
+            bad = [k for k in names if k not in mjx_option_names()]
+            if bad:
+                raise PipelagError(f"--env-option {', '.join(bad)}: not an option of the MJX envs; valid options: "
+                                   f"{', '.join(mjx_option_names())}")
+        else:
+            mjx_only = [k for k in names if k in mjx_option_names() and k not in gym_option_names()]
+            if mjx_only:
+                raise PipelagError(f"--env-option {', '.join(mjx_only)}: an option of the MJX port of the MuJoCo "
+                                   "envs only, not of the gymnasium (CPU) envs: add --mujoco mjx, or drop it")
 
     def steps(self, domain: Domain) -> int:
         g = domain.step_granularity
@@ -164,23 +217,38 @@ class Budget:
     def seed_list(self, paper_seeds: int) -> tuple[int, ...]:
         return tuple(range(self.seeds if self.seeds is not None else paper_seeds))
 
+    @property
+    def mujoco_default(self) -> bool:
+        """True: MuJoCo cells run as they always did (gymnasium CPU env, no extra env options)."""
+        return self.mujoco == "gym" and not self.env_options
+
     def describe(self) -> str:
         s = f"budget {self.fraction:g}"
         s += f", {self.seeds} seeds" if self.seeds is not None else ", the paper's seeds"
-        return s + "".join(f", {k}={v}" for k, v in self.options)
+        s += "".join(f", {k}={v}" for k, v in self.options)
+        if not self.mujoco_default:
+            s += ", MuJoCo on " + ("MJX (MJX/<Task>-v4)" if self.mujoco == "mjx" else "gymnasium (CPU)")
+            s += f" with env options {' '.join(_option_items(self.env_options))}" if self.env_options else ""
+        return s
 
     def cli_args(self) -> str:
         """The command-line flags that give this budget."""
         s = f" --budget {self.fraction:g}" if self.fraction != 1 else ""
         s += f" --seeds {self.seeds}" if self.seeds is not None else ""
-        return s + "".join(f" --set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.options)
+        s += "".join(f" --set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.options)
+        s += f" --mujoco {self.mujoco}" if self.mujoco != "gym" else ""
+        return s + "".join(f" --env-option {o}" for o in _option_items(self.env_options))
 
     def tag(self) -> str:
-        """A file-name tag: ``b0.1-s3`` (plus a hash of the options)."""
+        """A file-name tag: ``b0.1-s3`` (plus a hash of the options; ``-mjx`` and a hash of the env options)."""
+        def digest(x) -> str:
+            return hashlib.sha1(json.dumps(x, default=str).encode()).hexdigest()[:6]
+
         s = f"b{self.fraction:g}" + (f"-s{self.seeds}" if self.seeds is not None else "")
         if self.options:
-            s += "-o" + hashlib.sha1(json.dumps(self.options, default=str).encode()).hexdigest()[:6]
-        return s
+            s += "-o" + digest(self.options)
+        s += "-mjx" if self.mujoco == "mjx" else ""
+        return s + ("-e" + digest(self.env_options) if self.env_options else "")
 
 
 @dataclass(frozen=True)
@@ -205,7 +273,11 @@ class Cell:
     def spec(self, budget: Budget) -> dict[str, Any]:
         """The plain dict the trainer receives (and that identifies the run)."""
         d, v = self.domain, VARIANTS[self.variant]
-        spec: dict[str, Any] = {"algo": d.algo, "env": self.env, "delta": self.run_delta, "arch": v.arch,
+        env, env_options = self.env, dict(self.env_options)
+        if d.name == "mujoco":  # --mujoco / --env-option (the defaults change nothing)
+            env = f"{MJX_PREFIX}{env}" if budget.mujoco == "mjx" else env
+            env_options.update(budget.env_options)
+        spec: dict[str, Any] = {"algo": d.algo, "env": env, "delta": self.run_delta, "arch": v.arch,
                                 "instantaneous": v.instantaneous, "action_history": 0, "frame_stack": 0,
                                 "steps": budget.steps(d)}
         spec.update(dict(d.always))
@@ -215,8 +287,8 @@ class Cell:
             spec["num_layers"] = v.num_layers
         if v.dropout:
             spec["dropout"] = float(v.dropout)
-        if self.env_options:
-            spec["env_options"] = dict(self.env_options)
+        if env_options:
+            spec["env_options"] = env_options
         if budget.options:
             spec["trainer_options"] = dict(budget.options)
         return spec
@@ -339,6 +411,11 @@ class Experiment:
         return dataclasses.replace(self, name=f"{self.name}-{'-'.join(wanted)}",
                                    columns=tuple(c for c in self.columns if c in wanted), rows=rows,
                                    cli_name=f"{self.cli_name or self.name} --columns {','.join(wanted)}")
+
+    @property
+    def has_mujoco(self) -> bool:
+        """Whether some cell is a MuJoCo one (the cells ``--mujoco`` and ``--env-option`` apply to)."""
+        return any(c.domain.name == "mujoco" for c in self.cells())
 
     def summary(self) -> str:
         envs = sorted({c.env for c in self.cells()})

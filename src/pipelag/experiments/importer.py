@@ -73,8 +73,8 @@ def import_runs(experiment: Experiment | str, budget: Budget, out: str | Path, r
             raise PipelagError(
                 f"{d} (arch {config.get('arch')}, δ {config.get('delta')}, env {config.get('env_id')}, "
                 f"{config.get('total_timesteps')} steps) matches no cell of {exp.name} at {budget.describe()}: "
-                "check --budget, --columns and the --set options it was trained with "
-                f"(`pipelag sweep {exp.cli_name or exp.name} --dry-run` lists the cells)")
+                "check --budget, --columns, the --set options and (MuJoCo) --mujoco / --env-option it was "
+                f"trained with (`pipelag sweep {exp.cli_name or exp.name} --dry-run` lists the cells)")
         main, extras = _MAIN[results["algo"]]
         per_seed = _per_seed(results, main, extras)
         seeds = [s for s in task.seeds if s in per_seed and (task.key, s) not in finished]

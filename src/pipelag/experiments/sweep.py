@@ -23,6 +23,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -32,7 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from pipelag.errors import PipelagError
-from pipelag.experiments.definitions import Budget, Experiment, Task, describe_spec, get_experiment
+from pipelag.experiments.definitions import (
+    MJX_PREFIX,
+    Budget,
+    Experiment,
+    Task,
+    describe_spec,
+    get_experiment,
+    gym_option_names,
+    mjx_option_names,
+)
 from pipelag.experiments.store import ResultStore, atomic_write_text, make_record
 
 Trainer = Callable[[dict[str, Any], list[int], str], dict[int, dict[str, Any]]]
@@ -167,6 +177,54 @@ def _per_seed(res: dict[str, Any], main: str, extras: dict[str, str]) -> dict[in
                 rec[k] = res[k]
         out[s] = rec
     return out
+
+
+# ============================================================================ --mujoco / --env-option
+_ENV_CHECK = """\
+import json, sys
+try:
+    from pipelag.envs import make
+    make(sys.argv[1], **json.loads(sys.argv[2]))
+except Exception as e:
+    from pipelag.errors import PipelagError
+    msg = str(e) if isinstance(e, PipelagError) else f"{type(e).__name__}: {e}"
+    print("ENV-CHECK-ERROR " + (msg.splitlines() or [""])[0])
+    sys.exit(1)
+"""
+
+
+def check_env_options(experiment: Experiment, budget: Budget) -> None:
+    """Raise a one-line PipelagError, before anything is trained, if the MuJoCo runs of ``experiment`` could
+    not make their env as ``budget`` says (``--mujoco``, ``--env-option``: an option the env does not take,
+    a bad value, MJX not installed). The gymnasium env is made here; the MJX env in a CPU-only subprocess,
+    so that this process never holds GPU memory that the runs' processes need."""
+    if budget.mujoco_default or not experiment.has_mujoco:
+        return
+    env = next(c.env for c in experiment.cells() if c.domain.name == "mujoco")
+    opts = dict(budget.env_options)
+    if budget.mujoco == "gym":
+        from pipelag.envs.mujoco import mujoco_env_fn
+
+        try:
+            mujoco_env_fn(env, **opts)().close()
+        except PipelagError as e:
+            raise PipelagError(f"--env-option: {e}") from None
+        except Exception as e:  # noqa: BLE001 - gymnasium's constructor refuses an option (TypeError) or a value
+            raise PipelagError(
+                f"--env-option: the gymnasium (CPU) env {env} cannot be made with {opts} ({_one_line(e)}); "
+                f"the MuJoCo runs take pipelag's options {', '.join(gym_option_names())} and the keyword arguments "
+                f"of gymnasium's {env} class, or with --mujoco mjx: {', '.join(mjx_option_names())}") from None
+        return
+    env_id = f"{MJX_PREFIX}{env}"
+    try:
+        p = subprocess.run([sys.executable, "-c", _ENV_CHECK, env_id, json.dumps(opts)], capture_output=True,
+                           text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise PipelagError(f"--mujoco mjx: making {env_id} to check its env options took over 10 minutes") from None
+    if p.returncode != 0:
+        err = [line for line in p.stdout.splitlines() if line.startswith("ENV-CHECK-ERROR ")]
+        why = err[-1].removeprefix("ENV-CHECK-ERROR ") if err else (p.stderr.strip().splitlines() or ["?"])[-1]
+        raise PipelagError(f"--mujoco mjx: {env_id} cannot be made with env options {opts}: {why}")
 
 
 # ============================================================================ running tasks
