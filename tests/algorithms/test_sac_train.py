@@ -97,6 +97,34 @@ def test_time_budget_stops_at_a_chunk_boundary_and_still_evaluates(tmp_path, toy
         run(cfg, tmp_path / "z", num_seeds=1, driver=driver, progress=False, time_budget_s=0)
 
 
+def test_checkpoints_store_only_the_filled_buffer_and_old_whole_buffer_ones_still_resume(tmp_path, toy_setup):
+    """A checkpoint holds the replay buffer's written slots only, and resuming from it, or from a checkpoint
+    of the whole buffer as written before (no ``buffer_rows``), continues exactly."""
+    from pipelag.algorithms.common.checkpoint import load_checkpoint, save_checkpoint
+    from pipelag.algorithms.sac.buffer import trimmed, untrimmed
+
+    cfg, driver = toy_setup
+    full = run(cfg, tmp_path / "full", num_seeds=2, driver=driver, progress=False)
+    run(cfg, tmp_path / "part", num_seeds=2, driver=driver, progress=False, stop_after_steps=300)
+    ckpt = tmp_path / "part" / "checkpoint.msgpack"
+    template = driver.compiled_init()(jax.numpy.stack([jax.random.PRNGKey(s) for s in (0, 1)]))
+    with pytest.raises(PipelagError, match="expected"):  # not the whole 600-slot buffer ...
+        load_checkpoint(ckpt, template)
+    stored, meta = load_checkpoint(ckpt, template._replace(buffer=trimmed(template.buffer, 300)))  # ... 300 slots
+    assert meta["buffer_rows"] == 300 and meta["step"] == 300 and template.buffer.capacity == 600
+    # rewrite it as an old checkpoint of the whole buffer (slots 300.. are a fresh buffer's zeros)
+    save_checkpoint(ckpt, stored._replace(buffer=untrimmed(stored.buffer, template.buffer)),
+                    {k: v for k, v in meta.items() if k != "buffer_rows"})
+    resumed = run(cfg, tmp_path / "part", num_seeds=2, resume=True, driver=driver, progress=False)
+    for a, b in zip(jax.tree.leaves(full["runner"]), jax.tree.leaves(resumed["runner"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # a long run early on: the checkpoint is a small fraction of its preallocated buffer
+    long = cfg.replace(total_timesteps=200_000)
+    run(long, tmp_path / "long", num_seeds=2, progress=False, stop_after_steps=300)
+    whole_buffer = 2 * 200_000 * sum(np.asarray(x[0, 0]).nbytes for x in jax.tree.leaves(template.buffer.data))
+    assert (tmp_path / "long" / "checkpoint.msgpack").stat().st_size < 0.05 * whole_buffer
+
+
 def test_host_loop_on_a_gymnasium_env_with_resume_and_policy_export(tmp_path):
     """Pendulum-v1 (actions in [−2, 2]) through the host adapter: the host driver, its checkpoint/resume,
     and the exported policy, which pipelag.runtime reloads to the same mean actions."""

@@ -48,7 +48,8 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, metadata: dict[str, Any]
 
 
 def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`; ``template`` gives the tree structure.
+    """Read a checkpoint written by :func:`save_checkpoint`; ``template`` gives the tree structure (or is a
+    callable that returns it for the checkpoint's metadata, for trees whose shapes the metadata records).
 
     Raises :class:`PipelagError` if the file is missing, not a checkpoint, or was written for a
     different structure (e.g. another config)."""
@@ -61,6 +62,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict[s
         raise PipelagError(f"{path} is not a readable pipelag checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PipelagError(f"{path} is not a pipelag checkpoint (format {payload.get('format')!r})")
+    if callable(template):
+        template = template(payload.get("metadata", {}))
     t_leaves, t_def = jax.tree.flatten(template)
     leaves = payload["leaves"]
     if len(leaves) != len(t_leaves) or payload["treedef"] != str(t_def):

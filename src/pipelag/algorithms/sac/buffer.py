@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class Transition(NamedTuple):
@@ -53,6 +54,27 @@ def buffer_init(capacity: int, example: Transition) -> Buffer:
     """An empty buffer for transitions shaped like ``example`` (one unbatched transition)."""
     data = jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.asarray(x).dtype), example)
     return Buffer(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def filled_rows(buffer: Buffer) -> int:
+    """Slots written so far (the largest over seeds): slots from here on still hold buffer_init's zeros."""
+    return int(np.max(np.asarray(buffer.size)))
+
+
+def trimmed(buffer: Buffer, rows: int) -> Buffer:
+    """The buffer with only its first ``rows`` slots (any leading seed axes kept): what a checkpoint stores."""
+    axis = buffer.data.reward.ndim - 1  # the slot axis, after the seed axes
+    return buffer._replace(data=jax.tree.map(lambda x: x[(slice(None),) * axis + (slice(0, rows),)], buffer.data))
+
+
+def untrimmed(part: Buffer, empty: Buffer) -> Buffer:
+    """Undo :func:`trimmed`: ``part``'s slots, then ``empty``'s (a fresh buffer's zeros) up to capacity."""
+    axis = empty.data.reward.ndim - 1
+    rows = part.data.reward.shape[axis]
+    data = jax.tree.map(lambda p, e: np.concatenate([np.asarray(p), np.asarray(e[(slice(None),) * axis
+                                                                                + (slice(rows, None),)])], axis),
+                        part.data, empty.data)
+    return part._replace(data=data)
 
 
 def buffer_add(buffer: Buffer, transition: Transition) -> Buffer:

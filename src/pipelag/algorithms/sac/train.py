@@ -35,7 +35,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pipelag.algorithms.sac.buffer import Buffer, Transition, buffer_add, buffer_init, gather, sample_windows
+from pipelag.algorithms.sac.buffer import (
+    Buffer,
+    Transition,
+    buffer_add,
+    buffer_init,
+    filled_rows,
+    gather,
+    sample_windows,
+    trimmed,
+    untrimmed,
+)
 from pipelag.algorithms.sac.config import SACConfig
 from pipelag.algorithms.sac.losses import Learner, SACState
 from pipelag.algorithms.sac.networks import (
@@ -669,16 +679,27 @@ class _Book:
         self.started = False
 
     def restore(self, template):
-        tree = template if self.config.checkpoint_buffer else template._replace(buffer=None)
-        restored, meta = self.rundir.load_checkpoint(tree)
+        def stored_tree(meta):  # the tree as save() wrote it: no buffer, or its filled slots only
+            if not self.config.checkpoint_buffer:
+                return template._replace(buffer=None)
+            rows = meta.get("buffer_rows")  # absent in checkpoints of the whole buffer (before session 4)
+            return template if rows is None else template._replace(buffer=trimmed(template.buffer, int(rows)))
+
+        restored, meta = self.rundir.load_checkpoint(stored_tree)
         if not self.config.checkpoint_buffer:
             restored = restored._replace(buffer=template.buffer)
+        elif meta.get("buffer_rows") is not None:
+            restored = restored._replace(buffer=untrimmed(restored.buffer, template.buffer))
         self.curves = json.loads(meta["curves"])
         self.logger.truncate_after(int(meta["step"]))
         return jax.tree.map(jnp.asarray, restored), meta
 
     def save(self, runner, step: int, **extra):
-        tree = runner if self.config.checkpoint_buffer else runner._replace(buffer=None)
+        """The buffer's filled slots only (a preallocated 1M-slot buffer early in a run is mostly zeros)."""
+        tree = runner._replace(buffer=None)
+        if self.config.checkpoint_buffer:
+            rows = filled_rows(runner.buffer)
+            tree, extra = runner._replace(buffer=trimmed(runner.buffer, rows)), {**extra, "buffer_rows": rows}
         self.rundir.save_checkpoint(tree, {"step": int(step), "curves": json.dumps(self.curves), **extra})
 
     def record(self, step: int, per_seed_returns, rec: dict[str, Any]):
