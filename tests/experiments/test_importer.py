@@ -23,12 +23,14 @@ def _cell(arch: str, instantaneous: bool = False, history: int = 0):
 
 def _write_run(d, task, returns, steps=10_000_000, **override):
     d.mkdir(parents=True)
+    trained = override.pop("agent_steps", steps - steps % 1024)
     config = {**_trainer_fields(task.spec), "total_timesteps": steps, "num_envs": 32, **override}
     (d / "config.json").write_text(json.dumps({"config": config}))
     seeds = list(range(len(returns)))
-    res = {"algo": "ppo", "seeds": seeds, "agent_steps": 9_999_360,
+    res = {"algo": "ppo", "seeds": seeds, "agent_steps": trained,
            "eval_sampled": {"per_seed": returns}, "eval_greedy": {"per_seed": [r + 1 for r in returns]},
-           "train_return_last5pct": {"per_seed": returns}, "timing": {"total_s": 250.0}}
+           "train_return_last5pct": {"per_seed": returns}, "timing": {"total_s": 250.0},
+           "stopped_by_time_budget": trained < steps - steps % 1024}
     (d / "results.json").write_text(json.dumps(res))
     return d
 
@@ -59,3 +61,12 @@ def test_a_run_must_match_a_cell(tmp_path):
     with pytest.raises(PipelagError, match="no config.json or results.json"):
         import_runs(EXP, BUDGET, tmp_path / "s", [tmp_path / "empty"], log=lambda s: None)
     assert not (tmp_path / "s" / "results.jsonl").exists() or not ResultStore(tmp_path / "s").read().by_key()
+
+
+def test_a_run_stopped_by_its_time_budget_is_not_the_full_budget_cell(tmp_path):
+    """Matching uses the steps a run trained (results' agent_steps), not the steps its config planned."""
+    ppo = _cell("cnn", instantaneous=True)
+    early = _write_run(tmp_path / "early", ppo, [1.0, 2.0], agent_steps=2_000_896)  # --time-budget hit
+    with pytest.raises(PipelagError, match=r"2000896 steps trained \(stopped early by its time budget; 10000000"):
+        import_runs(EXP, BUDGET, tmp_path / "s", [early], log=lambda s: None)
+    assert import_runs(EXP, budget_from(0.2, 2), tmp_path / "s", [early], log=lambda s: None) == 2

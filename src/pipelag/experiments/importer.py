@@ -3,7 +3,8 @@
 A run directory holds the trainer's ``config.json`` and ``results.json``. It belongs to the experiment
 cell whose trainer config it matches: every field the cell sets (env, δ, architecture, instantaneous,
 action history, frame stack, layers, ``--set`` options, ...) must be equal in the run's config, and the
-trained steps must equal the cell's within one step unit of its domain (PPO: one rollout, so a
+steps it trained (results' ``agent_steps``: a run stopped by ``--time-budget`` trained fewer than planned) must
+equal the cell's within one step unit of its domain (PPO: one rollout, so a
 ``--total-steps 10000000`` run is the paper's 10M-step cell, which the budget rounds to 9,766 rollouts).
 Its seeds that the cell wants and the store lacks are appended, as a sweep would have written them;
 ``pipelag report`` then shows them beside the paper's numbers.
@@ -44,16 +45,24 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def matches(task: Task, config: dict[str, Any]) -> bool:
-    """Whether a trainer config (a run's config.json) is the run of ``task``'s cell."""
+def trained_steps(config: dict[str, Any], results: dict[str, Any]) -> int:
+    """The steps a run actually trained: its results' ``agent_steps`` (a run stopped by ``--time-budget``
+    trained fewer than its config's ``total_timesteps``), else the config's."""
+    return int(results.get("agent_steps", config.get("total_timesteps", -10**12)))
+
+
+def matches(task: Task, config: dict[str, Any], steps: int | None = None) -> bool:
+    """Whether a trainer config (a run's config.json) that trained ``steps`` steps (default: its
+    ``total_timesteps``) is the run of ``task``'s cell."""
     want = _trainer_fields(task.spec)
-    steps = want.pop("total_timesteps")
+    cell_steps = want.pop("total_timesteps")
     for k, v in want.items():
         have = config.get(k, {} if k == "env_options" else None)
         if not _same(have, v):
             return False
     unit = domain_of(task.spec["env"]).step_granularity
-    return abs(int(config.get("total_timesteps", -10**12)) - int(steps)) < unit
+    steps = int(config.get("total_timesteps", -10**12)) if steps is None else steps
+    return abs(steps - int(cell_steps)) <= unit  # a run of --total-steps N trains whole units, the cell rounds
 
 
 def import_runs(experiment: Experiment | str, budget: Budget, out: str | Path, run_dirs: list[str | Path],
@@ -68,11 +77,15 @@ def import_runs(experiment: Experiment | str, budget: Budget, out: str | Path, r
     added = 0
     for d in map(Path, run_dirs):
         config, results = _load_run(d)
-        task = next((t for t in tasks if t.spec.get("algo") == results.get("algo") and matches(t, config)), None)
+        steps = trained_steps(config, results)
+        task = next((t for t in tasks if t.spec.get("algo") == results.get("algo") and matches(t, config, steps)),
+                    None)
         if task is None:
+            stopped = results.get("stopped_early") or results.get("stopped_by_time_budget")  # SAC / PPO
+            early = f" (stopped early by its time budget; {config.get('total_timesteps')} planned)" if stopped else ""
             raise PipelagError(
                 f"{d} (arch {config.get('arch')}, δ {config.get('delta')}, env {config.get('env_id')}, "
-                f"{config.get('total_timesteps')} steps) matches no cell of {exp.name} at {budget.describe()}: "
+                f"{steps} steps trained{early}) matches no cell of {exp.name} at {budget.describe()}: "
                 "check --budget, --columns, the --set options and (MuJoCo) --mujoco / --env-option it was "
                 f"trained with (`pipelag sweep {exp.cli_name or exp.name} --dry-run` lists the cells)")
         main, extras = _MAIN[results["algo"]]
