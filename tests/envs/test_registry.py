@@ -47,6 +47,15 @@ def test_unknown_option_names_valid_options():
         make("MiniGrid-DoorKey-5x5-v0", sticky_action_prob=0.1)
 
 
+def test_env_options_lists_what_make_accepts():
+    from pipelag.envs.registry import env_options
+
+    assert env_options("MinAtar/Breakout-v0") == ("sticky_action_prob",)
+    assert {"ls_iterations", "unroll_line_search", "unroll_substeps"} <= set(env_options("MJX/Hopper-v4"))
+    with pytest.raises(PipelagError, match="unknown JAX environment id 'Hopper-v4'"):
+        env_options("Hopper-v4")
+
+
 def test_bad_option_values():
     with pytest.raises(PipelagError, match="sticky_action_prob"):
         make("MinAtar/Freeway-v0", sticky_action_prob=1.5)

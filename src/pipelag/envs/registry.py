@@ -73,6 +73,13 @@ def list_envs() -> list[str]:
     return list(_REGISTRY)
 
 
+def env_options(env_id: str) -> tuple[str, ...]:
+    """The option names :func:`make` accepts for ``env_id`` (a registered id)."""
+    if env_id not in _REGISTRY:
+        raise PipelagError(f"unknown JAX environment id {env_id!r}; valid ids: {', '.join(_REGISTRY)}")
+    return _REGISTRY[env_id].options
+
+
 def make(env_id: str, **options: Any):
     """Build the JAX environment ``env_id`` (see :func:`list_envs`) with its ``options``."""
     entry = _REGISTRY.get(env_id)

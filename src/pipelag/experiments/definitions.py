@@ -82,7 +82,7 @@ def mjx_option_names() -> tuple[str, ...]:
     """The env options the MJX port accepts (its entry in the env registry)."""
     from pipelag.envs import registry
 
-    return registry._REGISTRY[f"{MJX_PREFIX}{MUJOCO_ENVS[0]}"].options
+    return registry.env_options(f"{MJX_PREFIX}{MUJOCO_ENVS[0]}")
 
 
 def gym_option_names() -> tuple[str, ...]:
