@@ -299,6 +299,15 @@ def test_process_backend_spreads_runs_over_the_given_gpus(tmp_path, fake_dir):
         sweep(exp, budget, tmp_path / "x", trainer=device_trainer, backend="local", gpus=["0"], log=QUIET)
 
 
+def test_several_workers_per_gpu_get_a_note_about_sharing_the_gpu(tmp_path):
+    exp, budget = mini(), Budget(0.001, 1)
+    for workers, gpus, noted in ((3, ["0"], True), (2, ["0", "1"], False)):
+        lines: list[str] = []
+        sweep(exp, budget, tmp_path, trainer=device_trainer, backend="process", workers=workers, gpus=gpus,
+              dry_run=True, log=lines.append)
+        assert any("several trainings per GPU" in x and "MPS" in x for x in lines) == noted, lines
+
+
 def test_one_column_of_a_table_sweeps_only_its_runs_and_names_its_command(tmp_path, fake_dir):
     full = get_experiment("table9")
     exp = full.only_columns(["breakout"])  # case and version suffix are optional
