@@ -165,7 +165,7 @@ def build_network(arch: str, obs_shape, num_outputs: int, *, delta: float | None
     the inputs) on every tick, kept units scaled by 1/(1−p) (paper App. D, Fig. 12). With p > 0 the
     network's step/unroll/unroll_layerwise (and output, if instantaneous) need a PRNG ``key``.
     ``conv_impl``: "xla" (lax.conv) or "gemm" (image patches times the kernel: same parameters, same
-    outputs up to float rounding, often faster for these small layers on a GPU; docs/ppo.md).
+    outputs up to float rounding; 18–28× faster on a CPU, 0.8–0.9× on an H100; docs/ppo.md).
     """
     if arch not in ARCHITECTURES:
         raise PipelagError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")

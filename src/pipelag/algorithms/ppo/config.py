@@ -13,6 +13,7 @@ from typing import Any
 
 from pipelag.algorithms.common.config import ConfigIO
 from pipelag.errors import PipelagError
+from pipelag.networks.layers import CONV_IMPLS
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,8 @@ class PPOConfig(ConfigIO):
         need(self.clip_eps > 0 and self.max_grad_norm > 0, "clip_eps and max_grad_norm must be > 0")
         need(self.compute_dtype in ("float32", "bfloat16"),
              f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
-        need(self.conv_impl in ("auto", "xla", "gemm"),
-             f"conv_impl must be 'auto', 'xla' or 'gemm', got {self.conv_impl!r}")
+        need(self.conv_impl in ("auto", *CONV_IMPLS),
+             f"conv_impl must be one of {['auto', *CONV_IMPLS]}, got {self.conv_impl!r}")
         need(self.init_activations in ("zeros", "instant"),
              f"init_activations must be 'zeros' or 'instant', got {self.init_activations!r}")
         return self
