@@ -24,18 +24,19 @@ import jax.numpy as jnp
 
 
 def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bool = True) -> dict:
+    from pipelag.algorithms.common.seeds import over_seeds  # vmap (one after another on a CPU)
     from pipelag.algorithms.ppo import PPO
 
     ppo = PPO(config)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
-    rs = jax.jit(jax.vmap(ppo.init))(keys)
+    rs = jax.jit(over_seeds(ppo.init))(keys)
     jax.block_until_ready(rs)
     t0 = time.perf_counter()
-    step = jax.jit(jax.vmap(lambda r: ppo.run_updates(r, updates))).lower(rs).compile()
+    step = jax.jit(over_seeds(lambda r: ppo.run_updates(r, updates))).lower(rs).compile()
     compile_s = time.perf_counter() - t0
     rollout = None
     if rollout_split:
-        rollout = jax.jit(jax.vmap(lambda r: jax.lax.scan(lambda r, _: (ppo.rollout(r)[0], None), r, None,
+        rollout = jax.jit(over_seeds(lambda r: jax.lax.scan(lambda r, _: (ppo.rollout(r)[0], None), r, None,
                                                           length=updates)[0])).lower(rs).compile()
     out = step(rs)  # warm-up
     jax.block_until_ready(out)

@@ -48,6 +48,41 @@ def test_the_flag_is_set_on_import_and_a_users_choice_is_kept():
     assert out.split() == [pipelag.CPU_DEADLOCK_FLAG]
 
 
+MINATAR_SIZE = """
+import jax
+from pipelag.algorithms.ppo import PPOConfig, train_seeds
+cfg = PPOConfig(env_id="MinAtar/Breakout-v0", arch="cnn-skip-res", action_history=1, channels=(8, 16, 16), hidden=64,
+                total_timesteps=1024 * 3, eval_episodes=0)
+out = train_seeds(cfg, [0, 1])
+print("finished", jax.block_until_ready(out["metrics"]["loss"]).shape)
+"""
+
+
+def test_two_seeds_at_minatar_size_finish_on_cpu():
+    """At the default 32 envs × 32 steps and `make run`'s network size, the vmapped 2-seed program hung
+    even with the flag (session 4); on a CPU the seeds now run one after another (``over_seeds``)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    p = subprocess.run([sys.executable, "-c", MINATAR_SIZE], env={**env, "JAX_PLATFORMS": "cpu"},
+                       capture_output=True, text=True, timeout=150)
+    assert p.returncode == 0 and "finished (2, 3)" in p.stdout, p.stderr[-2000:]
+
+
+def test_over_seeds_maps_every_argument_and_stacks_the_results():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from pipelag.algorithms.common.seeds import over_seeds
+
+    def f(key, x):
+        return {"y": x * jax.random.uniform(key), "n": jnp.sum(x)}
+
+    keys, xs = jax.random.split(jax.random.PRNGKey(0), 3), jnp.arange(6.0).reshape(3, 2)
+    got, want = jax.jit(over_seeds(f))(keys, xs), jax.vmap(f)(keys, xs)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_without_the_workaround_the_same_program_hangs():
     """Documents the XLA bug (slow: waits for the timeout). If this starts passing, XLA fixed it."""

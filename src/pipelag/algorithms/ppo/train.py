@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pipelag.algorithms.common.seeds import over_seeds
 from pipelag.algorithms.ppo.config import PPOConfig
 from pipelag.algorithms.ppo.losses import compute_gae, ppo_loss
 from pipelag.algorithms.ppo.networks import (
@@ -287,9 +288,10 @@ def make_train(config: PPOConfig, env: JaxEnv | None = None):
 
 
 def train_seeds(config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = None) -> dict[str, Any]:
-    """Train one agent per seed, vmapped in one jitted call. Leaves have a leading seed axis."""
+    """Train one agent per seed in one jitted call (vmapped; one after another on a CPU: ``over_seeds``).
+    Leaves have a leading seed axis."""
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    return jax.jit(jax.vmap(make_train(config, env)))(keys)
+    return jax.jit(over_seeds(make_train(config, env)))(keys)
 
 
 # ---------------------------------------------------------------------------- host-side runner
@@ -315,16 +317,16 @@ class Runner:
         if not self.seeds:
             raise PipelagError("give at least one seed")
         self.ppo = PPO(config, env)
-        self._init = jax.jit(jax.vmap(self.ppo.init))
+        self._init = jax.jit(over_seeds(self.ppo.init))
         self._chunks: dict[int, Any] = {}
-        self._eval = jax.jit(jax.vmap(self.ppo.evaluate_both))
+        self._eval = jax.jit(over_seeds(self.ppo.evaluate_both))
 
     def init_state(self) -> RunnerState:
         return self._init(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]))
 
     def chunk(self, rs: RunnerState, n: int) -> tuple[RunnerState, dict[str, jax.Array]]:
         if n not in self._chunks:
-            self._chunks[n] = jax.jit(jax.vmap(functools.partial(self.ppo.run_updates, num_updates=n)))
+            self._chunks[n] = jax.jit(over_seeds(functools.partial(self.ppo.run_updates, num_updates=n)))
         return self._chunks[n](rs)
 
     def evaluate(self, params, update: int) -> dict[str, dict[str, np.ndarray]]:
