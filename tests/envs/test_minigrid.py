@@ -407,3 +407,30 @@ def test_auto_reset_at_the_time_limit(name):
     reset_state, reset_obs = f.reset(jax.random.split(key)[1])
     np.testing.assert_array_equal(st.obs, reset_obs)
     jax.tree.map(np.testing.assert_array_equal, new_state, reset_state)
+
+
+# ---------------------------------------------------------------------------- δ > 1: the default policy β
+@pytest.mark.parametrize("delta, policy, quarter_turns_left", [
+    (1, "repeat", 1), (3, "repeat", 3), (4, "repeat", 0), (2, "repeat", 2), (4, "noop", 1), (8, "noop", 1)])
+def test_turns_under_the_default_policy(delta, policy, quarter_turns_left):
+    """The paper's β repeats the agent's action for δ env steps: four left turns are no turn, which is
+    why every Table 10 agent at δ = 4 stays at the walk-straight floor. β = "noop" lets time pass with
+    minigrid's "done" action: one turn, δ steps counted."""
+    import warnings
+
+    from pipelag.envs.minigrid import LEFT
+    from pipelag.envs.wrappers import realtime_env
+
+    base = MiniGrid("MiniGrid-DoorKey-5x5-v0", view="symbolic")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = realtime_env(base, delta, policy)
+    warned = [w for w in caught if "can never" in str(w.message)]
+    assert bool(warned) == (policy == "repeat" and delta % 2 == 0)
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    inner = state if delta == 1 else state.env_state
+    new_state, step = env.step_env(jax.random.PRNGKey(1), state, jnp.asarray(LEFT))
+    new_inner = new_state if delta == 1 else new_state.env_state
+    assert int(new_inner.agent_dir) == (int(inner.agent_dir) - quarter_turns_left) % 4
+    assert int(new_inner.step_count) == int(inner.step_count) + delta
+    assert np.array_equal(np.asarray(new_inner.agent_pos), np.asarray(inner.agent_pos))

@@ -47,6 +47,14 @@ class JaxEnv(abc.ABC):
     obs_dtype: Any = jnp.float32
     #: time limit in env steps (None: no limit)
     max_episode_steps: int | None = None
+    #: the discrete action that lets time pass and changes nothing (default policy β = "noop");
+    #: None: action 0, or zeros for continuous actions
+    noop_action: int | None = None
+
+    def default_policy_warning(self, delta: int, default_policy: str) -> str | None:
+        """Why ``default_policy`` acting for the δ−1 steps after each agent action degrades this env
+        (None: it doesn't). Printed as a warning by the δ > 1 wrappers."""
+        return None
 
     @abc.abstractmethod
     def reset_env(self, key: jax.Array) -> tuple[Any, jax.Array]:

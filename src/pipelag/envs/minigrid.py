@@ -168,6 +168,8 @@ class MiniGrid(JaxEnv):
 
     num_actions = NUM_ACTIONS
     obs_dtype = jnp.float32
+    #: minigrid's "done" action does nothing but count the step
+    noop_action = DONE
 
     def __init__(self, name: str, view: str = "rgb"):
         if name not in SPECS:
@@ -194,6 +196,16 @@ class MiniGrid(JaxEnv):
 
     def __repr__(self) -> str:
         return f"MiniGrid({self.env_id!r}, view={self.view!r})"
+
+    def default_policy_warning(self, delta: int, default_policy: str) -> str | None:
+        # four quarter turns are no turn: repeating a turn δ times leaves (δ mod 4) quarter turns
+        if default_policy != "repeat" or delta % 2:
+            return None
+        effect = ("a turn repeated δ times is no turn, so the agent can never change direction"
+                  if delta % 4 == 0 else "a turn repeated δ times is a half turn, so the agent can never turn by 90°")
+        return (f"{self.env_id} at delta={delta} with default_policy='repeat' (the paper's β): {effect}; "
+                f"returns fall to what walking straight reaches. default_policy='noop' lets time pass with "
+                f"minigrid's 'done' action instead (docs/experiments.md, Table 10).")
 
     # ------------------------------------------------------------------ reset
     def _place(self, bits: jax.Array, grid: jax.Array, region: jax.Array, agent_pos: jax.Array) -> jax.Array:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -73,16 +74,27 @@ def check_default_policy(default_policy: str) -> str:
         raise PipelagError(
             f"unknown default_policy {default_policy!r}; the default policy β acting between agent "
             f"actions must be one of {DEFAULT_POLICIES} ('repeat': repeat the agent action, "
-            f"'noop': action 0 / zeros)."
+            f"'noop': the env's no-op action, e.g. MiniGrid's 'done'; action 0 / zeros where the env names none)."
         )
     return default_policy
 
 
-def default_action(action: Any, default_policy: str, xp: Any) -> Any:
-    """The action of the default policy β for the δ−1 env steps after the agent's action."""
+def default_action(action: Any, default_policy: str, xp: Any, noop_action: int | None = None) -> Any:
+    """The action of the default policy β for the δ−1 env steps after the agent's action: the agent's
+    own ("repeat") or the env's ``noop_action`` (action 0 / zeros where the env names none)."""
     if default_policy == "repeat":
         return action
+    if noop_action is not None:
+        return xp.full_like(action, noop_action)
     return xp.zeros_like(action)
+
+
+def warn_about_default_policy(env: Any, delta: int, default_policy: str) -> None:
+    """Warn when β makes the env degenerate at this δ (e.g. MiniGrid turns repeated 4 times)."""
+    note = getattr(env, "default_policy_warning", None)
+    why = note(delta, default_policy) if callable(note) else None
+    if why:
+        warnings.warn(why, UserWarning, stacklevel=3)
 
 
 def action_size(num_actions: int | None, action_shape: tuple[int, ...]) -> int:
@@ -261,10 +273,11 @@ class RealTime(Wrapper):
     """Neuron execution time δ: one agent step = δ env steps.
 
     The agent's action is applied at the first env step; for the remaining δ−1 steps the default
-    policy β acts (``"repeat"``: the agent action again; ``"noop"``: action 0 for discrete envs, zeros
-    for continuous ones). Rewards are summed. When the episode ends inside the δ steps, the remaining
-    steps are masked (their results discarded inside a ``lax.scan``): a finished episode is never
-    advanced, and the returned ``Step`` is the one that ended it (with the summed reward).
+    policy β acts (``"repeat"``: the agent action again; ``"noop"``: the env's ``noop_action``, else
+    action 0 for discrete envs, zeros for continuous ones). Rewards are summed. When the episode ends
+    inside the δ steps, the remaining steps are masked (their results discarded inside a ``lax.scan``):
+    a finished episode is never advanced, and the returned ``Step`` is the one that ended it (with the
+    summed reward).
     ``max_episode_steps`` is in agent steps (⌈limit/δ⌉). The raw steps of each agent step are in the
     state (:meth:`raw_steps`), for :class:`EpisodeStats`.
 
@@ -284,6 +297,7 @@ class RealTime(Wrapper):
         super().__init__(env)
         self.delta = int(d)
         self.default_policy = check_default_policy(default_policy)
+        warn_about_default_policy(env, self.delta, self.default_policy)
         if env.max_episode_steps is not None:
             self.max_episode_steps = -(-env.max_episode_steps // self.delta)
 
@@ -296,7 +310,7 @@ class RealTime(Wrapper):
         env_state, step = self.env.step_env(keys[0], state.env_state, action)
         n = raw_steps(self.env, env_state).astype(jnp.int32)
         if self.delta > 1:
-            beta_action = default_action(action, self.default_policy, jnp)
+            beta_action = default_action(action, self.default_policy, jnp, self.env.noop_action)
 
             def body(carry, k):
                 env_state, step, n = carry
