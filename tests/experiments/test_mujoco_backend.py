@@ -127,12 +127,12 @@ def test_the_defaults_leave_specs_keys_and_existing_stores_as_they_were():
     assert Budget(0.05, 2, mujoco="gym", env_options=()) == Budget(0.05, 2)
     b = Budget(0.05, 2, (("compute_dtype", "bfloat16"),))
     assert (b.tag(), b.cli_args()) == ("b0.05-s2-od5c912", " --budget 0.05 --seeds 2 --set compute_dtype=bfloat16")
-    # the committed Table 10 store: its 12 finished runs are still found under their keys
+    # the committed Table 10 store: every finished run is still found under its cell's key
     store = ResultStore(REPO / "docs/results/sweeps/table10-b0.05").read()
     if not store.records:
         pytest.skip("the committed table10-b0.05 store is not in this checkout")
     keys = {t.key for t in get_experiment("table10").tasks(b)}
-    assert len(keys & set(store.by_key())) == 12
+    assert set(store.by_key()) <= keys and len(store.by_key()) >= 12
 
 
 # ---------------------------------------------------------------------------- report

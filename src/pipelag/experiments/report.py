@@ -351,7 +351,8 @@ def plot(res: ExperimentResult, path: str | os.PathLike) -> Path:
                 ax.set_title(sec, fontsize=9)
             ax.legend(fontsize=6, ncol=2)
     paper_mark = "dashed crosses" if exp.plot.kind == "lines" else "black marks"
-    fig.suptitle(f"{exp.source}: {exp.title} ({res.budget.describe()}; paper = {paper_mark})", fontsize=9)
+    # two lines: a long budget description would run off a narrow figure
+    fig.suptitle(f"{exp.source}: {exp.title}\n({res.budget.describe()}; paper = {paper_mark})", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
