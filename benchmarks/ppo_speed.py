@@ -5,6 +5,8 @@
     python benchmarks/ppo_speed.py --env MiniGrid-DoorKey-5x5-v0 --arch cnn --action-history 0
     python benchmarks/ppo_speed.py --compute-dtype float32 bfloat16 --minibatches 4 1 --profile /tmp/prof
     python benchmarks/ppo_speed.py --compute-dtype bfloat16 --minibatches 1 --rollout-unroll 1 8 --seeds 1 16
+    python benchmarks/ppo_speed.py --env MiniGrid-DoorKey-5x5-v0 --arch cnn-skip-res --action-history 0 \
+        --frame-stack 4 --seeds 1 2 --seed-batching vmap map   # 2 seeds vmapped vs one after another
 
 For every seed count the whole training step (rollout + GAE + 4 epochs × ``--minibatches`` BPTT updates)
 for N steps per seed is compiled ahead of time (``jit(...).lower(...).compile()``, reported separately),
@@ -24,20 +26,21 @@ import jax.numpy as jnp
 
 
 def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bool = True) -> dict:
-    from pipelag.algorithms.common.seeds import over_seeds  # vmap (one after another on a CPU)
+    from pipelag.algorithms.common.seeds import over_seeds  # as config.seed_batching says
     from pipelag.algorithms.ppo import PPO
 
     ppo = PPO(config)
+    how = config.seed_batching
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
-    rs = jax.jit(over_seeds(ppo.init))(keys)
+    rs = jax.jit(over_seeds(ppo.init, how))(keys)
     jax.block_until_ready(rs)
     t0 = time.perf_counter()
-    step = jax.jit(over_seeds(lambda r: ppo.run_updates(r, updates))).lower(rs).compile()
+    step = jax.jit(over_seeds(lambda r: ppo.run_updates(r, updates), how)).lower(rs).compile()
     compile_s = time.perf_counter() - t0
     rollout = None
     if rollout_split:
         rollout = jax.jit(over_seeds(lambda r: jax.lax.scan(lambda r, _: (ppo.rollout(r)[0], None), r, None,
-                                                          length=updates)[0])).lower(rs).compile()
+                                                          length=updates)[0], how)).lower(rs).compile()
     out = step(rs)  # warm-up
     jax.block_until_ready(out)
     times, r_times = [], []
@@ -105,6 +108,7 @@ def main(argv=None):
     p.add_argument("--arch", default="cnn-skip")
     p.add_argument("--action-history", type=int, default=1)
     p.add_argument("--instantaneous", action="store_true")
+    p.add_argument("--frame-stack", type=int, default=0, help="PPOConfig.frame_stack (Table 10's aug agents: 4)")
     p.add_argument("--steps", type=int, default=500_000, help="agent steps per seed to time")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeat", type=int, default=1)
@@ -118,12 +122,15 @@ def main(argv=None):
     p.add_argument("--conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "gemm"],
                    help="conv layers as lax.conv (xla), image patches × kernel (gemm), or auto (gemm on a CPU, "
                         "xla on a GPU); PPOConfig.conv_impl")
+    p.add_argument("--seed-batching", nargs="+", default=["auto"], choices=["auto", "vmap", "map"],
+                   help="seeds vmapped or one after another (lax.map); auto: vmap on a GPU, map on a CPU; "
+                        "PPOConfig.seed_batching")
     p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
                    "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")
     args = p.parse_args(argv)
     base_cfg = PPOConfig(env_id=args.env, arch=args.arch, action_history=args.action_history,
-                         instantaneous=args.instantaneous)
+                         instantaneous=args.instantaneous, frame_stack=args.frame_stack)
     updates = max(1, args.steps // base_cfg.batch_size)
     dev = jax.devices()[0]
     import os
@@ -139,18 +146,20 @@ def main(argv=None):
     rows = []
     import itertools
 
-    for conv, dtype, mb, unroll in itertools.product(args.conv_impl, args.compute_dtype, args.minibatches,
-                                                     args.rollout_unroll):
-        cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll, conv_impl=conv)
+    for conv, dtype, mb, unroll, how in itertools.product(args.conv_impl, args.compute_dtype, args.minibatches,
+                                                          args.rollout_unroll, args.seed_batching):
+        cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll, conv_impl=conv,
+                               seed_batching=how)
         for s in args.seeds:
             r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
-            rows.append({"conv_impl": conv, "compute_dtype": dtype, "num_minibatches": mb, **r})
-            print(f"  {conv} {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s}: "
+            rows.append({"conv_impl": conv, "compute_dtype": dtype, "num_minibatches": mb, "seed_batching": how,
+                         "frame_stack": args.frame_stack, **r})
+            print(f"  {conv} {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s} ({how}): "
                   f"compile {r['compile_s']:.1f}s, "
                   f"run {r['wall_s']:.2f}s (rollout part {r['rollout_s']:.2f}s)", flush=True)
     # the baseline: 1 seed (or the fewest timed) of the first variant, measured in this same run
     base = rows[0]["steps_per_s"] / rows[0]["seeds"]
-    hdr = (f"{'conv':>4} | {'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'seeds':>5} | "
+    hdr = (f"{'conv':>4} | {'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'batching':>8} | {'seeds':>5} | "
            f"{'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | "
            f"{'steps/s/seed':>12} | {'s, 10M each':>11} | {'rollout %':>9} | {'throughput vs first row':>23}")
     print(hdr)
@@ -158,7 +167,7 @@ def main(argv=None):
     for r in rows:
         r["throughput_vs_first_row"] = r["steps_per_s"] / base
         print(f"{r['conv_impl']:>4} | {r['compute_dtype']:>8} | {r['num_minibatches']:>2} | {r['rollout_unroll']:>6} | "
-              f"{r['seeds']:>5} | {r['compile_s']:>9.1f} | "
+              f"{r['seed_batching']:>8} | {r['seeds']:>5} | {r['compile_s']:>9.1f} | "
               f"{r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | {r['steps_per_s_per_seed']:>12,.0f} | "
               f"{r['wall_s_per_10M_steps_each']:>11.1f} | {100 * r['rollout_s'] / r['wall_s']:>8.0f}% | "
               f"{r['throughput_vs_first_row']:>22.2f}x")

@@ -165,6 +165,28 @@ def test_rollout_unroll_is_speed_only():
         cfg.replace(rollout_unroll=-1).validate()
 
 
+def test_seed_batching_is_speed_only():
+    """Seeds vmapped or run one after another (PPOConfig.seed_batching) train the same agents, each seed
+    its own; an unknown value is rejected by the config and by over_seeds."""
+    from pipelag.algorithms.common.seeds import over_seeds
+
+    env = DelayedCue(num_actions=3, lag=1, max_steps=8, terminate_prob=0.2)
+    cfg = PPOConfig(env_id="toy", arch="mlp", hidden=8, critic_hidden=8, num_envs=4, num_steps=8,
+                    total_timesteps=4 * 8 * 3, eval_episodes=4)
+    a = train_seeds(cfg.replace(seed_batching="vmap"), [0, 1], env)
+    b = train_seeds(cfg.replace(seed_batching="map"), [0, 1], env)
+    pa, pb = jax.tree.leaves(a["runner_state"].params), jax.tree.leaves(b["runner_state"].params)
+    for x, y in zip(pa, pb, strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(pa[0][0]), np.asarray(pa[0][1]))  # two different agents
+    np.testing.assert_allclose(np.asarray(a["eval"]["sampled"]["returns"]),
+                               np.asarray(b["eval"]["sampled"]["returns"]), rtol=1e-5)
+    with pytest.raises(PipelagError, match="seed_batching"):
+        cfg.replace(seed_batching="pmap").validate()
+    with pytest.raises(PipelagError, match="seed_batching"):
+        over_seeds(lambda k: k, "pmap")
+
+
 def test_a_kill_during_the_final_evaluation_keeps_the_trained_agent(tmp_path, resume_setup, monkeypatch):
     """The final checkpoint is written before the final evaluation: a run killed while evaluating resumes
     straight to the evaluation, with the results of an uninterrupted run."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelag.algorithms.common.config import ConfigIO
+from pipelag.algorithms.common.seeds import SEED_BATCHING
 from pipelag.errors import PipelagError
 from pipelag.networks.layers import CONV_IMPLS
 
@@ -58,6 +59,9 @@ class PPOConfig(ConfigIO):
     #: outputs equal up to rounding) or "auto": "gemm" on a CPU (XLA's CPU convolutions are the slow part
     #: there), "xla" on a GPU (cuDNN is faster there); measured in docs/ppo.md
     conv_impl: str = "auto"
+    #: how the seeds of a run share the device: "auto" (vmapped on a GPU, one after another on a CPU, where
+    #: vmapped MinAtar-size seeds hang XLA's runtime), "vmap" or "map" (one after another). Speed only
+    seed_batching: str = "auto"
     # ---------------------------------------------------------------- PPO (Table 6)
     total_timesteps: int = 10_000_000
     num_envs: int = 32
@@ -148,6 +152,8 @@ class PPOConfig(ConfigIO):
         need(self.clip_eps > 0 and self.max_grad_norm > 0, "clip_eps and max_grad_norm must be > 0")
         need(self.compute_dtype in ("float32", "bfloat16"),
              f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
+        need(self.seed_batching in SEED_BATCHING,
+             f"seed_batching must be one of {list(SEED_BATCHING)}, got {self.seed_batching!r}")
         need(self.conv_impl in ("auto", *CONV_IMPLS),
              f"conv_impl must be one of {['auto', *CONV_IMPLS]}, got {self.conv_impl!r}")
         need(self.init_activations in ("zeros", "instant"),

@@ -291,7 +291,7 @@ def train_seeds(config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = No
     """Train one agent per seed in one jitted call (vmapped; one after another on a CPU: ``over_seeds``).
     Leaves have a leading seed axis."""
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    return jax.jit(over_seeds(make_train(config, env)))(keys)
+    return jax.jit(over_seeds(make_train(config, env), config.seed_batching))(keys)
 
 
 # ---------------------------------------------------------------------------- host-side runner
@@ -317,16 +317,18 @@ class Runner:
         if not self.seeds:
             raise PipelagError("give at least one seed")
         self.ppo = PPO(config, env)
-        self._init = jax.jit(over_seeds(self.ppo.init))
+        how = self.config.seed_batching
+        self._init = jax.jit(over_seeds(self.ppo.init, how))
         self._chunks: dict[int, Any] = {}
-        self._eval = jax.jit(over_seeds(self.ppo.evaluate_both))
+        self._eval = jax.jit(over_seeds(self.ppo.evaluate_both, how))
 
     def init_state(self) -> RunnerState:
         return self._init(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]))
 
     def chunk(self, rs: RunnerState, n: int) -> tuple[RunnerState, dict[str, jax.Array]]:
         if n not in self._chunks:
-            self._chunks[n] = jax.jit(over_seeds(functools.partial(self.ppo.run_updates, num_updates=n)))
+            self._chunks[n] = jax.jit(over_seeds(functools.partial(self.ppo.run_updates, num_updates=n),
+                                                 self.config.seed_batching))
         return self._chunks[n](rs)
 
     def evaluate(self, params, update: int) -> dict[str, dict[str, np.ndarray]]:
