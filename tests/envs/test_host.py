@@ -225,3 +225,29 @@ def test_host_errors():
         make_host_env("CartPole-v1", 0, seed=0)
     with pytest.raises(PipelagError, match="onehot_planes"):
         make_host_env("CartPole-v1", 1, seed=0, action_history=1, action_encoding="onehot_planes")
+
+
+@pytest.mark.parametrize("delta, policy, quarter_turns_left, warns", [
+    (4, "repeat", 0, True), (3, "repeat", 3, False), (4, "noop", 1, False)])
+def test_minigrid_turns_under_the_host_default_policy(delta, policy, quarter_turns_left, warns):
+    """The host twin of test_turns_under_the_default_policy, on the real minigrid env: β = "noop" is
+    minigrid's "done" (its action 0 is a left turn), and β = "repeat" at δ = 4 cancels every turn (with a
+    warning)."""
+    import warnings
+
+    import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
+
+    from pipelag.envs.host import RealTimeHost
+
+    env = gym.make("MiniGrid-DoorKey-5x5-v0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rt = RealTimeHost(env, delta, policy)
+    assert any("can never" in str(w.message) for w in caught) == warns
+    rt.reset(seed=3)
+    u = env.unwrapped
+    d0, pos0, n0 = u.agent_dir, tuple(u.agent_pos), u.step_count
+    rt.step(0)  # minigrid's left turn
+    assert u.agent_dir == (d0 - quarter_turns_left) % 4
+    assert tuple(u.agent_pos) == pos0 and u.step_count == n0 + delta
+    rt.close()

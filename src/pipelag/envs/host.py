@@ -77,6 +77,13 @@ class ArrayObservation(gym.ObservationWrapper):
         return np.asarray(observation, dtype=np.float32)
 
 
+def host_noop_action(env: gym.Env) -> int | None:
+    """The action that only lets time pass: minigrid's "done" for minigrid envs (their action 0 is a left
+    turn); None for other envs (β = "noop" then sends action 0 / zeros)."""
+    done = getattr(getattr(env.unwrapped, "actions", None), "done", None)
+    return int(done) if done is not None else None
+
+
 class RealTimeHost(gym.Wrapper):
     """Host twin of :class:`pipelag.envs.wrappers.RealTime`: δ env steps per agent step, the agent's
     action first, then the default policy β; rewards summed; stops at the episode end. The raw env
@@ -92,6 +99,13 @@ class RealTimeHost(gym.Wrapper):
             )
         self.delta = int(d)
         self.default_policy = check_default_policy(default_policy)
+        self.noop_action = host_noop_action(env)
+        if self.noop_action is not None:  # a minigrid env: repeated turns may cancel
+            from pipelag.envs.minigrid import turn_warning
+
+            why = turn_warning(getattr(env.spec, "id", "this MiniGrid env"), self.delta, self.default_policy)
+            if why:
+                warnings.warn(why, UserWarning, stacklevel=2)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -107,7 +121,7 @@ class RealTimeHost(gym.Wrapper):
             if terminated or truncated:
                 break
             if i == 0:
-                a = default_action(action, self.default_policy, np)
+                a = default_action(action, self.default_policy, np, self.noop_action)
         return obs, total, terminated, truncated, {**info, "raw_steps": n}
 
 

@@ -163,6 +163,18 @@ def _below(bits: jax.Array, n: Any) -> jax.Array:
     return (bits % jnp.asarray(n, jnp.uint32)).astype(jnp.int32)
 
 
+def turn_warning(env_id: str, delta: int, default_policy: str) -> str | None:
+    """What β = "repeat" does to a MiniGrid agent's turns at this δ (None: nothing bad). Four quarter turns
+    are no turn: repeating a turn δ times leaves δ mod 4 of them."""
+    if default_policy != "repeat" or delta % 2:
+        return None
+    effect = ("a turn repeated δ times is no turn, so the agent can never change direction"
+              if delta % 4 == 0 else "a turn repeated δ times is a half turn, so the agent can never turn by 90°")
+    return (f"{env_id} at delta={delta} with default_policy='repeat' (the paper's β): {effect}; returns fall "
+            f"to what walking straight reaches. default_policy='noop' lets time pass with minigrid's 'done' "
+            f"action instead (docs/experiments.md, Table 10).")
+
+
 class MiniGrid(JaxEnv):
     """``MiniGrid(name, view="rgb")``: a minigrid environment in JAX (see the module docstring)."""
 
@@ -198,14 +210,7 @@ class MiniGrid(JaxEnv):
         return f"MiniGrid({self.env_id!r}, view={self.view!r})"
 
     def default_policy_warning(self, delta: int, default_policy: str) -> str | None:
-        # four quarter turns are no turn: repeating a turn δ times leaves (δ mod 4) quarter turns
-        if default_policy != "repeat" or delta % 2:
-            return None
-        effect = ("a turn repeated δ times is no turn, so the agent can never change direction"
-                  if delta % 4 == 0 else "a turn repeated δ times is a half turn, so the agent can never turn by 90°")
-        return (f"{self.env_id} at delta={delta} with default_policy='repeat' (the paper's β): {effect}; "
-                f"returns fall to what walking straight reaches. default_policy='noop' lets time pass with "
-                f"minigrid's 'done' action instead (docs/experiments.md, Table 10).")
+        return turn_warning(self.env_id, delta, default_policy)
 
     # ------------------------------------------------------------------ reset
     def _place(self, bits: jax.Array, grid: jax.Array, region: jax.Array, agent_pos: jax.Array) -> jax.Array:
