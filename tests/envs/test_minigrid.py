@@ -434,3 +434,23 @@ def test_turns_under_the_default_policy(delta, policy, quarter_turns_left):
     assert int(new_inner.agent_dir) == (int(inner.agent_dir) - quarter_turns_left) % 4
     assert int(new_inner.step_count) == int(inner.step_count) + delta
     assert np.array_equal(np.asarray(new_inner.agent_pos), np.asarray(inner.agent_pos))
+
+
+def test_wrappers_pass_the_no_op_and_the_turn_warning_through():
+    """A δ wrapper outside another wrapper still sees MiniGrid's no-op action and its turn warning."""
+    import warnings
+
+    from pipelag.envs.minigrid import DONE, LEFT
+    from pipelag.envs.wrappers import FrameStack, RealTime
+
+    stacked = FrameStack(MiniGrid("MiniGrid-Empty-Random-5x5-v0", view="symbolic"), 2)
+    assert stacked.noop_action == DONE
+    with pytest.warns(UserWarning, match="can never change direction"):
+        RealTime(stacked, 4, "repeat")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = RealTime(stacked, 4, "noop")
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    new_state, _ = env.step_env(jax.random.PRNGKey(1), state, jnp.asarray(LEFT))
+    inner, new_inner = state.env_state.env_state, new_state.env_state.env_state
+    assert int(new_inner.agent_dir) == (int(inner.agent_dir) - 1) % 4

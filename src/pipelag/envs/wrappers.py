@@ -89,14 +89,6 @@ def default_action(action: Any, default_policy: str, xp: Any, noop_action: int |
     return xp.zeros_like(action)
 
 
-def warn_about_default_policy(env: Any, delta: int, default_policy: str) -> None:
-    """Warn when β makes the env degenerate at this δ (e.g. MiniGrid turns repeated 4 times)."""
-    note = getattr(env, "default_policy_warning", None)
-    why = note(delta, default_policy) if callable(note) else None
-    if why:
-        warnings.warn(why, UserWarning, stacklevel=3)
-
-
 def action_size(num_actions: int | None, action_shape: tuple[int, ...]) -> int:
     """Length of one encoded action: ``num_actions`` (one-hot) or the flattened continuous shape."""
     return int(num_actions) if num_actions is not None else int(math.prod(action_shape))
@@ -241,6 +233,10 @@ class Wrapper(JaxEnv):
         self.obs_shape = tuple(env.obs_shape)
         self.obs_dtype = env.obs_dtype
         self.max_episode_steps = env.max_episode_steps
+        self.noop_action = env.noop_action
+
+    def default_policy_warning(self, delta: int, default_policy: str) -> str | None:
+        return self.env.default_policy_warning(delta, default_policy)
 
     def __getattr__(self, name: str) -> Any:
         # only called for attributes not found normally; guard against recursion before __init__
@@ -297,7 +293,9 @@ class RealTime(Wrapper):
         super().__init__(env)
         self.delta = int(d)
         self.default_policy = check_default_policy(default_policy)
-        warn_about_default_policy(env, self.delta, self.default_policy)
+        why = env.default_policy_warning(self.delta, self.default_policy)
+        if why:  # β makes this env degenerate at this δ (e.g. MiniGrid turns repeated 4 times)
+            warnings.warn(why, UserWarning, stacklevel=2)
         if env.max_episode_steps is not None:
             self.max_episode_steps = -(-env.max_episode_steps // self.delta)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelag.algorithms.common.config import ConfigIO
-from pipelag.algorithms.common.seeds import SEED_BATCHING
+from pipelag.algorithms.common.seeds import check_seed_batching
 from pipelag.errors import PipelagError
 from pipelag.networks.layers import CONV_IMPLS
 
@@ -152,8 +152,7 @@ class PPOConfig(ConfigIO):
         need(self.clip_eps > 0 and self.max_grad_norm > 0, "clip_eps and max_grad_norm must be > 0")
         need(self.compute_dtype in ("float32", "bfloat16"),
              f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
-        need(self.seed_batching in SEED_BATCHING,
-             f"seed_batching must be one of {list(SEED_BATCHING)}, got {self.seed_batching!r}")
+        check_seed_batching(self.seed_batching)
         need(self.conv_impl in ("auto", *CONV_IMPLS),
              f"conv_impl must be one of {['auto', *CONV_IMPLS]}, got {self.conv_impl!r}")
         need(self.init_activations in ("zeros", "instant"),
