@@ -322,3 +322,19 @@ def test_one_column_of_a_table_sweeps_only_its_runs_and_names_its_command(tmp_pa
     assert exp.cli_name == "table9 --columns Breakout-v0"
     with pytest.raises(PipelagError, match="no column 'Pong'.*Breakout-v0"):
         full.only_columns(["Pong"])
+
+
+def test_the_default_policy_option_is_part_only_of_the_runs_it_changes():
+    """β acts only between the env steps of a tick (δ > 1): with --set default_policy=noop, Table 10's δ = 1
+    and baseline runs keep their keys (so they are not trained again), the δ = 4 runs get new ones."""
+    plain = Budget(0.05, 2, (("compute_dtype", "bfloat16"),))
+    noop = Budget(0.05, 2, (("compute_dtype", "bfloat16"), ("default_policy", "noop")))
+    exp = get_experiment("table10")
+    old, new = {True: set(), False: set()}, {True: set(), False: set()}
+    for t in exp.tasks(plain):
+        old[t.spec["delta"] > 1].add(t.key)
+    for t in exp.tasks(noop):
+        new[t.spec["delta"] > 1].add(t.key)
+        assert ("default_policy" in t.spec.get("trainer_options", {})) == (t.spec["delta"] > 1)
+    assert new[False] == old[False] and len(old[False]) == 18
+    assert not new[True] & old[True] and len(new[True]) == 16

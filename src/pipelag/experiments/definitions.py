@@ -289,8 +289,11 @@ class Cell:
             spec["dropout"] = float(v.dropout)
         if env_options:
             spec["env_options"] = env_options
-        if budget.options:
-            spec["trainer_options"] = dict(budget.options)
+        options = dict(budget.options)
+        if self.run_delta <= 1:  # no env step is left to the default policy β: the option changes nothing
+            options.pop("default_policy", None)
+        if options:
+            spec["trainer_options"] = options
         return spec
 
     def unsupported(self) -> str | None:
