@@ -181,3 +181,32 @@ def test_cli_config_and_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not (tmp_path / "a").exists()  # a bad env fails before the run directory is created
+
+
+def test_dropout_rates_batched_in_one_program_train_as_their_own_runs(tmp_path):
+    """run(dropout_rates=...) trains every (rate, seed) member as one vmapped program; each member ends
+    where its own run (dropout=rate, same seed) ends, and results/policies are split per rate."""
+    cfg = SACConfig(env_id="PointTarget-v0", total_timesteps=300, learning_starts=100, steps_per_chunk=100,
+                    eval_episodes=2, arch="mlp-proj-from-obs", action_history=1, **SMALL)
+    rates = [0.2, 0.5]
+    batched = run(cfg, tmp_path / "b", num_seeds=2, progress=False, dropout_rates=rates)
+    assert batched["dropout"] == [0.2, 0.2, 0.5, 0.5] and batched["seeds"] == [0, 1, 0, 1]
+    for i, rate in enumerate(rates):
+        member = batched["members"][i]
+        assert len(member["policies"]) == 2 and all(f"dropout_{rate:g}" in p for p in member["policies"])
+        if i == 0:
+            continue  # one member against its own run is enough (each run compiles for seconds)
+        own = run(cfg.replace(dropout=rate), tmp_path / f"own{i}", num_seeds=2, progress=False)
+        assert member["dropout"] == rate and member["seeds"] == [0, 1]
+        np.testing.assert_allclose(member["eval_return_mean_action"]["per_seed"],
+                                   own["eval_return_mean_action"]["per_seed"], rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(batched["runner"].sac.actor_params),
+                        jax.tree.leaves(own["runner"].sac.actor_params), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[2 * i:2 * i + 2], np.asarray(b), rtol=1e-3, atol=1e-4)
+    assert batched["members"][0]["eval_return_mean_action"] != batched["members"][1]["eval_return_mean_action"]
+    stored = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [m["dropout"] for m in stored["members"]] == rates
+    with pytest.raises(PipelagError, match="distinct probabilities in \\(0, 1\\)"):
+        run(cfg, tmp_path / "z", dropout_rates=[0.0, 0.3], progress=False)
+    with pytest.raises(PipelagError, match="needs a JAX env"):
+        run(cfg.replace(env_id="Pendulum-v1"), tmp_path / "h", dropout_rates=[0.1, 0.3], progress=False)

@@ -24,7 +24,7 @@ from pipelag.experiments.definitions import (
     run_key,
 )
 from pipelag.experiments.store import ResultStore
-from pipelag.experiments.sweep import _trainer_fields, sweep
+from pipelag.experiments.sweep import _trainer_fields, plan_jobs, run_config, sweep
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = lambda s: None  # noqa: E731
@@ -62,6 +62,28 @@ def exiting_trainer(config: dict, seeds: list[int], out_dir: str) -> dict:
     if "Seaquest" in config["env"]:
         os._exit(137)
     return {s: {"return": fake_return(config, s)} for s in seeds}
+
+
+def _batch_key(config: dict):
+    return run_config.batch_key(config)
+
+
+def batching_trainer(config: dict, seeds: list[int], out_dir: str) -> dict:
+    return counting_trainer(config, seeds, out_dir)
+
+
+def _batched(configs: list[dict], seeds: list[int], out_dir: str) -> list[dict]:
+    """One call for all ``configs``: marked once (under the first config's key) with the out_dir."""
+    before = _mark(configs[0], seeds)
+    (Path(os.environ["PIPELAG_FAKE_DIR"]).parent / f"batched-{before}.txt").write_text(
+        "\n".join([out_dir, *(run_key(c) for c in configs)]))
+    if os.environ.get("PIPELAG_FAIL_BATCH"):
+        raise RuntimeError("batched call failed")
+    return [{s: {"return": fake_return(c, s)} for s in seeds} for c in configs]
+
+
+batching_trainer.batch_key = _batch_key
+batching_trainer.batched = _batched
 
 
 def calls(d: Path) -> list[tuple[str, str]]:
@@ -338,3 +360,81 @@ def test_the_default_policy_option_is_part_only_of_the_runs_it_changes():
         assert ("default_policy" in t.spec.get("trainer_options", {})) == (t.spec["delta"] > 1)
     assert new[False] == old[False] and len(old[False]) == 18
     assert not new[True] & old[True] and len(new[True]) == 16
+
+
+# ---------------------------------------------------------------------------- compatible configs batched
+def test_compatible_runs_train_in_one_batched_call_and_are_stored_per_run(tmp_path, fake_dir):
+    """Figure 12 on MJX: the six dropout rates > 0 (same agent, env, δ) are one vmapped trainer call; the
+    baseline and the rate-0 agent run on their own. Records are per run, as if each had run alone."""
+    exp, budget = get_experiment("fig12"), Budget(0.01, seeds=2, mujoco="mjx")
+    rep = sweep(exp, budget, tmp_path / "out", trainer=batching_trainer, log=QUIET)
+    assert rep.ok and len(rep.done) == 8
+    assert len(calls(fake_dir)) == 3  # baseline, dropout 0, one call for dropouts 0.1 … 0.6
+    (record,) = tmp_path.glob("batched-*.txt")
+    out_dir, *batched_keys = record.read_text().splitlines()
+    tasks = {t.key: t for t in exp.tasks(budget)}
+    assert sorted(tasks[k].spec["dropout"] for k in batched_keys) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert Path(out_dir).name == "seeds-0-1" and Path(out_dir).parent.name.startswith("batch-")
+    store = ResultStore(tmp_path / "out").read()
+    assert store.finished() == {(k, s) for k in tasks for s in (0, 1)}
+    assert all(r["return"] == fake_return(r["spec"], r["seed"]) for r in store.records)
+    rep = sweep(exp, budget, tmp_path / "out", trainer=batching_trainer, log=QUIET)  # all finished
+    assert rep.done == [] and len(calls(fake_dir)) == 3
+
+    # --no-batch: one call per run; the gymnasium (CPU) env: nothing to vmap, one call per run
+    for i, b in enumerate((Budget(0.01, seeds=3, mujoco="mjx"), Budget(0.01, seeds=2))):
+        n = len(calls(fake_dir))
+        rep = sweep(exp, b, tmp_path / f"out{i}", trainer=batching_trainer, log=QUIET, batch=i == 1)
+        assert rep.ok and len(rep.done) == 8 and len(calls(fake_dir)) == n + 8
+
+
+def test_batch_keys_group_only_runs_that_differ_in_their_dropout_rate():
+    mjx = [t for t in get_experiment("fig12").tasks(Budget(0.01, seeds=2, mujoco="mjx"))]
+    keys = {t.spec.get("dropout", 0): run_config.batch_key(t.spec) for t in mjx}
+    assert keys[0] is None and len({keys[p] for p in keys if p}) == 1
+    gym = get_experiment("fig12").tasks(Budget(0.01, seeds=2))
+    assert all(run_config.batch_key(t.spec) is None for t in gym)  # host envs: one process per env
+    ppo = get_experiment("table10").tasks(Budget(0.01, seeds=2))
+    assert all(run_config.batch_key(t.spec) is None for t in ppo)
+    # other seeds or another budget never share a call
+    a, b = mjx[-1], get_experiment("fig12").tasks(Budget(0.02, seeds=2, mujoco="mjx"))[-1]
+    assert run_config.batch_key(a.spec) != run_config.batch_key(b.spec)
+    jobs = plan_jobs([(t, [0, 1] if t.spec.get("dropout", 0) < 0.35 else [1]) for t in mjx], batching_trainer)
+    assert sorted(len(j.tasks) for j in jobs) == [1, 1, 3, 3]
+
+
+def test_a_failed_batched_call_fails_its_runs_only_and_a_rerun_resumes_in_the_same_directory(
+        tmp_path, fake_dir, monkeypatch):
+    exp, budget = get_experiment("fig12"), Budget(0.01, seeds=2, mujoco="mjx")
+    monkeypatch.setenv("PIPELAG_FAIL_BATCH", "1")
+    rep = sweep(exp, budget, tmp_path / "out", trainer="tests.experiments.test_sweep:batching_trainer",
+                backend="process", workers=2, log=QUIET)
+    assert len(rep.failed) == 6 and len(rep.done) == 2 and all("batched call failed" in e for _, _, e in rep.failed)
+    first_dir = next(tmp_path.glob("batched-*.txt")).read_text().splitlines()[0]
+    monkeypatch.delenv("PIPELAG_FAIL_BATCH")
+    for f in tmp_path.glob("batched-*.txt"):
+        f.unlink()
+    rep = sweep(exp, budget, tmp_path / "out", trainer="tests.experiments.test_sweep:batching_trainer",
+                backend="process", workers=2, log=QUIET)
+    assert rep.ok and len(rep.done) == 6 and len(rep.skipped) == 2
+    assert next(tmp_path.glob("batched-*.txt")).read_text().splitlines()[0] == first_dir  # its checkpoint is there
+    assert len(ResultStore(tmp_path / "out").read().finished()) == 16
+
+
+def test_the_real_batched_sac_call_returns_what_each_run_alone_returns(tmp_path):
+    """run_config.batched (one vmapped SAC program for two dropout rates) against run_config per spec."""
+    spec = {"algo": "sac", "env": "PointTarget-v0", "delta": 1.0, "arch": "mlp-proj-from-obs", "instantaneous": False,
+            "action_history": 1, "frame_stack": 0, "steps": 150,
+            "trainer_options": {"hidden": 16, "critic_hidden": 16, "batch_size": 8, "eval_episodes": 2}}
+    specs = [{**spec, "dropout": 0.2}, {**spec, "dropout": 0.5}]
+    assert run_config.batch_key(specs[0]) == run_config.batch_key(specs[1]) is not None
+    batched = run_config.batched(specs, [0, 1], str(tmp_path / "batch"))
+    alone = run_config(specs[1], [0, 1], str(tmp_path / "alone"))  # the second member: its rate, its seeds
+    assert batched[0].keys() == batched[1].keys() == alone.keys() == {0, 1}
+    for seed in (0, 1):
+        assert batched[1][seed]["return"] == pytest.approx(alone[seed]["return"], rel=1e-4)
+    assert batched[0][0]["return"] != batched[1][0]["return"]
+    again = run_config.batched(specs, [0, 1], str(tmp_path / "batch"))  # finished: read back, not trained
+    assert again == batched
+    with pytest.raises(PipelagError, match="differ only in their dropout rate"):
+        run_config.batched([specs[0], {**specs[1], "delta": 2.0}], [0], str(tmp_path / "bad"))

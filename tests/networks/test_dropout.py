@@ -199,3 +199,26 @@ def test_missing_key_is_one_clear_error():
     inst = small("mlp", instantaneous=True, dropout=0.3)
     with pytest.raises(PipelagError, match=r"output\(\.\.\.\) needs a PRNG key"):
         inst.output(params_of(inst), inst.zero_state((2,)), obs[0])
+
+
+def test_a_view_with_another_rate_vmapped_over_rates_equals_networks_built_with_each_rate():
+    """Several dropout rates as one vmapped program (a sweep batching Fig. 12's rates): each member
+    computes exactly what a network built with its rate computes, tick by tick and unrolled."""
+    rates = (0.2, 0.5)
+    built = [small("mlp-proj-from-obs", num_actions=3, action_history=2, dropout=p) for p in rates]
+    params = params_of(built[0])
+    state = random_state(built[0], params, 4)
+    obs, acts = _seq(built[0], 5, 4)
+
+    def member(rate):
+        view = built[0].with_dropout_rate(rate)
+        return view.step(params, state, obs[0], acts[0], key=KEY)[0], view.unroll(params, state, obs, acts, key=KEY)[0]
+
+    steps, unrolls = jax.vmap(member)(jnp.asarray(rates))
+    for i, net in enumerate(built):
+        np.testing.assert_allclose(steps[i], net.step(params, state, obs[0], acts[0], key=KEY)[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(unrolls[i], net.unroll(params, state, obs, acts, key=KEY)[0], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(unrolls[0], unrolls[1])  # the rates did differ
+    assert built[0].dropout == 0.2  # the view left the network alone
+    with pytest.raises(PipelagError, match="built without dropout"):
+        small("mlp-proj-from-obs", num_actions=3, action_history=2).with_dropout_rate(0.3)

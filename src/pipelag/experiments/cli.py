@@ -83,7 +83,7 @@ def cmd_sweep(args) -> int:
     rep = sweep(exp, budget, args.out, trainer=args.trainer,
                 backend=args.backend, workers=args.workers, ray_address=args.ray_address,
                 gpus_per_run=args.gpus_per_run, dry_run=args.dry_run,
-                gpus=tuple(g for g in args.gpus.split(",") if g.strip()))
+                gpus=tuple(g for g in args.gpus.split(",") if g.strip()), batch=not args.no_batch)
     print(rep.summary(), flush=True)
     return 0 if rep.ok else 1
 
@@ -137,6 +137,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--gpus-per-run", type=float, default=None, help="Ray: GPUs per run (default 1 if the cluster "
                                                                     "has GPUs, else 0)")
     p.add_argument("--dry-run", action="store_true", help="print what would be trained and stop")
+    p.add_argument("--no-batch", action="store_true",
+                   help="train every run on its own (default: runs that differ only in a batchable option, e.g. "
+                        "Figure 12's SAC dropout rates on MJX, train as one vmapped program)")
     p.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # "module:function" (tests, custom trainers)
     p.add_argument("--import-runs", nargs="+", default=None, metavar="RUN_DIR",
                    help="train nothing: add these finished `pipelag train --out RUN_DIR` runs to the store under the "

@@ -14,10 +14,18 @@ on a shared file system for resuming on another machine).
 
 The trainer is one function, ``run_config(config, seeds, out_dir) -> {seed: {"return": float, ...}}``;
 tests inject a fake one with the same signature (``trainer=``).
+
+**Compatible configs batched with vmap.** A trainer may also have ``batch_key(config) -> key | None`` and
+``batched(configs, seeds, out_dir) -> [{seed: result}, ...]``: runs with the same (non-None) key and the
+same missing seeds are trained by one ``batched`` call, as one vmapped program (``run_config``: SAC runs
+on a JAX env that differ only in their dropout rate > 0, e.g. Figure 12). Each run's records still go to
+the store on their own; the group has its own run directory (resumed as a whole). ``batch=False`` (CLI
+``--no-batch``) trains every run on its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
@@ -97,6 +105,43 @@ def check_config(config: dict[str, Any]) -> str | None:
 run_config.check = check_config  # the sweep asks a trainer's ``check`` before running it
 
 
+def batch_key(config: dict[str, Any]) -> str | None:
+    """Runs with the same key train as one vmapped program (:func:`run_batched`); None: on their own.
+    SAC on a JAX env (MJX, PointTarget) with dropout > 0: everything but the dropout rate."""
+    if config.get("algo") != "sac" or not config.get("dropout"):
+        return None
+    if not (str(config["env"]).startswith(MJX_PREFIX) or config["env"] in ("PointTarget-v0",)):
+        return None  # a gymnasium env on the host: one process per env, nothing to vmap
+    return json.dumps({k: v for k, v in config.items() if k != "dropout"}, sort_keys=True, default=str)
+
+
+def run_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: str) -> list[dict[int, dict[str, Any]]]:
+    """Train ``configs`` (same :func:`batch_key`) for all ``seeds`` as one vmapped program in ``out_dir``
+    (resumed if it holds a checkpoint). Returns one ``{seed: result}`` per config, in order."""
+    keys = {batch_key(c) for c in configs}
+    if len(keys) != 1 or None in keys:
+        raise PipelagError("run_batched needs configs that differ only in their dropout rate (> 0), SAC on a JAX env")
+    _, run = _load_algo("sac")
+    cfg = _sac_config(configs[0])
+    rates = [float(c["dropout"]) for c in configs]
+    out: list[dict[int, dict[str, Any]]] = [{} for _ in configs]
+    for first, n in _ranges(seeds):
+        d = Path(out_dir) if len(seeds) == n else Path(out_dir) / f"seeds-{first}-{first + n - 1}"
+        state = _resume_state(d)
+        if state == "finished":
+            res = json.loads((d / "results.json").read_text())
+        else:
+            res = run(cfg, str(d), num_seeds=n, seed=first, resume=state == "resume", dropout_rates=rates)
+        by_rate = {float(m["dropout"]): m for m in res["members"]}
+        for i, r in enumerate(rates):
+            out[i].update(_per_seed(by_rate[r], "eval_return_mean_action", {"sampled": "eval_return_sampled"}))
+    return out
+
+
+run_config.batch_key = batch_key
+run_config.batched = run_batched
+
+
 def _trainer_fields(config: dict[str, Any]) -> dict[str, Any]:
     """Our spec → the trainers' config fields (PPOConfig and SACConfig share these names)."""
     out = {"env_id": config["env"], "env_options": dict(config.get("env_options") or {}), "delta": config["delta"],
@@ -132,14 +177,19 @@ def _run_ppo(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int
     return _per_seed(res, "eval_sampled", {"greedy": "eval_greedy", "train_last5pct": "train_return_last5pct"})
 
 
-def _run_sac(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
-    """SAC trains a contiguous range of seeds per call: one call (and sub-directory) per range."""
-    config_cls, run = _load_algo("sac")
+def _sac_config(config: dict[str, Any]):
+    config_cls, _ = _load_algo("sac")
     cfg = config_cls(**_trainer_fields(config))
     steps = cfg.total_timesteps
     if cfg.learning_starts >= steps // 2:  # a small budget: keep some learning (paper: 10k of 1M steps)
         cfg = cfg.replace(learning_starts=max(cfg.batch_size, steps // 10))
-    cfg = cfg.replace(checkpoint_every=max(1, steps // 10))  # agent steps
+    return cfg.replace(checkpoint_every=max(1, steps // 10))  # agent steps
+
+
+def _run_sac(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
+    """SAC trains a contiguous range of seeds per call: one call (and sub-directory) per range."""
+    _, run = _load_algo("sac")
+    cfg = _sac_config(config)
     out: dict[int, dict[str, Any]] = {}
     for first, n in _ranges(seeds):
         d = Path(out_dir) if len(seeds) == n else Path(out_dir) / f"seeds-{first}-{first + n - 1}"
@@ -248,22 +298,75 @@ def resolve_trainer(trainer: Trainer | str | None) -> Trainer:
 def execute(trainer: Trainer | str | None, spec: dict[str, Any], seeds: list[int], out_dir: str
             ) -> tuple[dict[int, dict[str, Any]], float]:
     """One trainer call for all ``seeds`` of ``spec``. Returns (per-seed results, wall seconds)."""
+    results, wall = execute_job(trainer, [spec], seeds, out_dir)
+    return results[0], wall
+
+
+def execute_job(trainer: Trainer | str | None, specs: list[dict[str, Any]], seeds: list[int], out_dir: str
+                ) -> tuple[list[dict[int, dict[str, Any]]], float]:
+    """One trainer call for all ``seeds`` of ``specs``: ``trainer`` for one spec, ``trainer.batched`` for
+    several (one vmapped program). Returns (per-seed results of each spec, wall seconds)."""
     fn = resolve_trainer(trainer)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results = fn(dict(spec), list(seeds), str(out_dir))
+    if len(specs) == 1:
+        out = [fn(dict(specs[0]), list(seeds), str(out_dir))]
+    else:
+        out = fn.batched([dict(s) for s in specs], list(seeds), str(out_dir))
+        if not isinstance(out, list | tuple) or len(out) != len(specs):
+            raise PipelagError(f"the trainer's batched call returned {type(out).__name__}, not one "
+                               f"{{seed: result}} per config ({len(specs)})")
     wall = time.perf_counter() - t0
-    if not isinstance(results, dict):
-        raise PipelagError(f"the trainer returned {type(results).__name__}, not {{seed: result}}")
-    results = {int(k): v for k, v in results.items()}
-    missing = [s for s in seeds if s not in results]
-    if missing:
-        raise PipelagError(f"the trainer returned no result for seeds {missing}")
-    return results, wall
+    checked = []
+    for results in out:
+        if not isinstance(results, dict):
+            raise PipelagError(f"the trainer returned {type(results).__name__}, not {{seed: result}}")
+        results = {int(k): v for k, v in results.items()}
+        missing = [s for s in seeds if s not in results]
+        if missing:
+            raise PipelagError(f"the trainer returned no result for seeds {missing}")
+        checked.append(results)
+    return checked, wall
 
 
 def _records(task: Task, seeds: list[int], results: dict[int, dict[str, Any]], wall: float) -> list[dict[str, Any]]:
     return [make_record(task.key, s, results[s], task.spec, wall) for s in seeds]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One trainer call: one run, or several compatible runs batched into one vmapped program."""
+
+    tasks: tuple[Task, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def key(self) -> str:
+        """Its run directory's name: the run's key, or one derived from all the batched runs' keys."""
+        if len(self.tasks) == 1:
+            return self.tasks[0].key
+        return "batch-" + hashlib.sha256(" ".join(sorted(t.key for t in self.tasks)).encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        if len(self.tasks) == 1:
+            return describe_spec(self.tasks[0].spec)
+        return f"{len(self.tasks)} runs batched: " + "; ".join(describe_spec(t.spec) for t in self.tasks)
+
+
+def plan_jobs(todo: list[tuple[Task, list[int]]], trainer, batch: bool = True) -> list[Job]:
+    """Group ``todo`` into trainer calls: runs with the same ``trainer.batch_key`` (not None) and the same
+    missing seeds share one call (if ``batch`` and the trainer has ``batched``); all others one each."""
+    key_of = getattr(trainer, "batch_key", None) if batch and hasattr(trainer, "batched") else None
+    groups: dict[Any, list[Task]] = {}
+    order: list[Any] = []
+    for i, (t, seeds) in enumerate(todo):
+        k = key_of(t.spec) if key_of is not None else None
+        gk = ("batch", k, tuple(seeds)) if k is not None else ("one", i)
+        if gk not in groups:
+            groups[gk] = []
+            order.append((gk, tuple(seeds)))
+        groups[gk].append(t)
+    return [Job(tuple(groups[gk]), seeds) for gk, seeds in order]
 
 
 @dataclass
@@ -300,8 +403,11 @@ class SweepReport:
 def sweep(experiment: Experiment | str, budget: Budget | None = None, out: str | os.PathLike = "runs", *,
           trainer: Trainer | str | None = None, backend: str = "local", workers: int = 1,
           ray_address: str | None = None, gpus_per_run: float | None = None, dry_run: bool = False,
-          gpus: tuple[str, ...] | list[str] = (), log: Callable[[str], None] | None = None) -> SweepReport:
+          gpus: tuple[str, ...] | list[str] = (), log: Callable[[str], None] | None = None,
+          batch: bool = True) -> SweepReport:
     """Train every missing (run, seed) of ``experiment`` at ``budget`` into the store at ``out``.
+
+    ``batch``: train compatible runs (the trainer's ``batch_key``) as one vmapped program each.
 
     ``gpus`` (process backend): device ids; each run gets the least busy one as its only visible GPU, so
     ``workers=6, gpus=("0", "1")`` runs three at a time on each of two GPUs."""
@@ -343,9 +449,12 @@ def sweep(experiment: Experiment | str, budget: Budget | None = None, out: str |
             "three PPO runs together trained at ≈ 3.7k steps/s each, against ≈ 60k for one alone; latency-bound "
             "runs (SAC on MJX) gained 1.9× with NVIDIA MPS on (nvidia-cuda-mps-control -d). Without MPS prefer "
             "--workers equal to the number of GPUs (docs/experiments.md)")
+    jobs = plan_jobs(todo, fn, batch)
+    if len(jobs) < len(todo):
+        log(f"{len(todo)} runs in {len(jobs)} trainer calls: compatible runs batched into one vmapped program")
     if dry_run:
-        for t, seeds in todo:
-            log(f"  would train {describe_spec(t.spec)} seeds {seeds}  [{t.key}]")
+        for job in jobs:
+            log(f"  would train {job.describe()} seeds {list(job.seeds)}  [{job.key}]")
         return report
     if not todo:
         return report
@@ -354,38 +463,47 @@ def sweep(experiment: Experiment | str, budget: Budget | None = None, out: str |
     if backend == "ray":
         kwargs = {"address": ray_address, "gpus_per_run": gpus_per_run}
     # a "module:function" trainer travels by name (subprocesses and Ray workers import it themselves)
-    runner(todo, store, trainer if isinstance(trainer, str) else fn, report, log, **kwargs)
+    runner(jobs, store, trainer if isinstance(trainer, str) else fn, report, log, **kwargs)
     return report
 
 
-def _finish(task: Task, seeds: list[int], results: dict[int, dict[str, Any]], wall: float, store: ResultStore,
+def _finish(job: Job, results: list[dict[int, dict[str, Any]]], wall: float, store: ResultStore,
             report: SweepReport, log) -> None:
-    try:
-        recs = _records(task, seeds, results, wall)
-    except PipelagError as e:
-        _fail(task, seeds, str(e), report, log)
-        return
-    store.append(recs)
-    report.done.append((task, seeds))
-    rets = ", ".join(f"{r['return']:.4g}" if r["return"] is not None else "nan" for r in recs)
-    log(f"  done {describe_spec(task.spec)} seeds {seeds}: return {rets} ({wall:.1f}s)")
+    """Each run of ``job`` into the store on its own (a run whose results are malformed fails alone)."""
+    seeds = list(job.seeds)
+    for task, res in zip(job.tasks, results, strict=True):
+        try:
+            recs = _records(task, seeds, res, wall)
+        except PipelagError as e:
+            _fail(Job((task,), job.seeds), str(e), report, log)
+            continue
+        store.append(recs)
+        report.done.append((task, seeds))
+        rets = ", ".join(f"{r['return']:.4g}" if r["return"] is not None else "nan" for r in recs)
+        log(f"  done {describe_spec(task.spec)} seeds {seeds}: return {rets} ({wall:.1f}s)")
 
 
-def _fail(task: Task, seeds: list[int], err: str, report: SweepReport, log) -> None:
-    report.failed.append((task, seeds, err))
-    log(f"  FAILED {describe_spec(task.spec)} seeds {seeds}: {err}")
+def _fail(job: Job, err: str, report: SweepReport, log) -> None:
+    for task in job.tasks:
+        report.failed.append((task, list(job.seeds), err))
+    log(f"  FAILED {job.describe()} seeds {list(job.seeds)}: {err}")
+
+
+def _job_dir(store: ResultStore, job: Job) -> Path:
+    return store.run_dir(job.key, job.seeds)
 
 
 # ---------------------------------------------------------------------------- local: one after another
-def _run_local(todo, store: ResultStore, trainer, report: SweepReport, log) -> None:
-    for i, (t, seeds) in enumerate(todo, 1):
-        log(f"[{i}/{len(todo)}] {describe_spec(t.spec)} seeds {seeds}")
+def _run_local(jobs: list[Job], store: ResultStore, trainer, report: SweepReport, log) -> None:
+    for i, job in enumerate(jobs, 1):
+        log(f"[{i}/{len(jobs)}] {job.describe()} seeds {list(job.seeds)}")
         try:
-            results, wall = execute(trainer, t.spec, seeds, str(store.run_dir(t.key, seeds)))
+            results, wall = execute_job(trainer, [t.spec for t in job.tasks], list(job.seeds),
+                                        str(_job_dir(store, job)))
         except Exception as e:  # noqa: BLE001 - one failing run must not stop the sweep
-            _fail(t, seeds, _one_line(e), report, log)
+            _fail(job, _one_line(e), report, log)
             continue
-        _finish(t, seeds, results, wall, store, report, log)
+        _finish(job, results, wall, store, report, log)
 
 
 def _one_line(e: BaseException) -> str:
@@ -396,58 +514,58 @@ def _one_line(e: BaseException) -> str:
 RESULT_FILE = "sweep_result.json"
 
 
-def _child(trainer, spec, seeds, out_dir, result_path, mem_fraction, device) -> None:  # pragma: no cover - subprocess
+def _child(trainer, specs, seeds, out_dir, result_path, mem_fraction, device) -> None:  # pragma: no cover - subprocess
     if device is not None:  # before JAX starts: this run sees one GPU only
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     if mem_fraction is not None:
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{mem_fraction:.3f}")
     try:
-        results, wall = execute(trainer, spec, seeds, out_dir)
-        payload = {"ok": True, "wall_s": wall, "results": {str(k): v for k, v in results.items()}}
+        results, wall = execute_job(trainer, specs, seeds, out_dir)
+        payload = {"ok": True, "wall_s": wall, "results": [{str(k): v for k, v in r.items()} for r in results]}
     except BaseException as e:  # noqa: BLE001
         payload = {"ok": False, "error": _one_line(e), "traceback": traceback.format_exc()}
     atomic_write_text(result_path, json.dumps(payload, default=float))
     sys.exit(0 if payload["ok"] else 1)
 
 
-def _run_processes(todo, store: ResultStore, trainer, report: SweepReport, log, workers: int,
+def _run_processes(jobs: list[Job], store: ResultStore, trainer, report: SweepReport, log, workers: int,
                    gpus: tuple[str, ...] = ()) -> None:
     from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")  # never fork a process that may hold JAX / GPU state
     per_device = math.ceil(workers / max(1, len(gpus)))  # runs sharing one device's memory
     mem_fraction = 0.9 / per_device if per_device > 1 else None
-    pending = list(enumerate(todo, 1))
-    running: dict[Any, tuple[Any, Task, list[int], Path, str | None]] = {}
+    pending = list(enumerate(jobs, 1))
+    running: dict[Any, tuple[Any, Job, Path, str | None]] = {}
     while pending or running:
         while pending and len(running) < workers:
-            i, (t, seeds) = pending.pop(0)
+            i, job = pending.pop(0)
             # the least busy GPU of `gpus` (None: the child sees whatever this process sees)
-            busy = [r[4] for r in running.values()]
+            busy = [r[3] for r in running.values()]
             device = min(gpus, key=lambda g: (busy.count(g), gpus.index(g))) if gpus else None
-            run_dir = store.run_dir(t.key, seeds)
+            run_dir = _job_dir(store, job)
             run_dir.mkdir(parents=True, exist_ok=True)
             result_path = run_dir / RESULT_FILE
             result_path.unlink(missing_ok=True)
-            p = ctx.Process(target=_child, args=(trainer, t.spec, seeds, str(run_dir), str(result_path),
-                                                 mem_fraction, device), daemon=False)
+            p = ctx.Process(target=_child, args=(trainer, [t.spec for t in job.tasks], list(job.seeds), str(run_dir),
+                                                 str(result_path), mem_fraction, device), daemon=False)
             p.start()
             on = f", GPU {device}" if device is not None else ""
-            log(f"[{i}/{len(todo)}] started {describe_spec(t.spec)} seeds {seeds} (pid {p.pid}{on})")
-            running[p.sentinel] = (p, t, seeds, result_path, device)
+            log(f"[{i}/{len(jobs)}] started {job.describe()} seeds {list(job.seeds)} (pid {p.pid}{on})")
+            running[p.sentinel] = (p, job, result_path, device)
         for sentinel in wait(list(running)):
-            p, t, seeds, result_path, _ = running.pop(sentinel)
+            p, job, result_path, _ = running.pop(sentinel)
             p.join()
             try:
                 payload = json.loads(result_path.read_text())
             except (OSError, json.JSONDecodeError):
-                _fail(t, seeds, f"worker died (exit code {p.exitcode}) before reporting a result", report, log)
+                _fail(job, f"worker died (exit code {p.exitcode}) before reporting a result", report, log)
                 continue
             if not payload.get("ok"):
-                _fail(t, seeds, payload.get("error", "unknown error"), report, log)
+                _fail(job, payload.get("error", "unknown error"), report, log)
                 continue
-            results = {int(k): v for k, v in payload["results"].items()}
-            _finish(t, seeds, results, payload["wall_s"], store, report, log)
+            results = [{int(k): v for k, v in r.items()} for r in payload["results"]]
+            _finish(job, results, payload["wall_s"], store, report, log)
 
 
 # ---------------------------------------------------------------------------- ray: tasks on a cluster
@@ -459,11 +577,11 @@ def import_ray():
     return ray
 
 
-def _ray_task(trainer, spec, seeds, out_dir):  # pragma: no cover - runs in a Ray worker
-    return execute(trainer, spec, seeds, out_dir)
+def _ray_task(trainer, specs, seeds, out_dir):  # pragma: no cover - runs in a Ray worker
+    return execute_job(trainer, specs, seeds, out_dir)
 
 
-def _run_ray(todo, store: ResultStore, trainer, report: SweepReport, log, address: str | None = None,
+def _run_ray(jobs: list[Job], store: ResultStore, trainer, report: SweepReport, log, address: str | None = None,
              gpus_per_run: float | None = None) -> None:
     ray = import_ray()
     if not ray.is_initialized():
@@ -472,17 +590,17 @@ def _run_ray(todo, store: ResultStore, trainer, report: SweepReport, log, addres
         gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     remote = ray.remote(_ray_task).options(num_cpus=1, num_gpus=gpus_per_run, max_retries=0)
     refs = {}
-    for t, seeds in todo:
-        ref = remote.remote(trainer, t.spec, list(seeds), str(store.run_dir(t.key, seeds).resolve()))
-        refs[ref] = (t, seeds)
+    for job in jobs:
+        ref = remote.remote(trainer, [t.spec for t in job.tasks], list(job.seeds), str(_job_dir(store, job).resolve()))
+        refs[ref] = job
     log(f"submitted {len(refs)} runs to Ray ({gpus_per_run:g} GPU each)")
     while refs:
         ready, _ = ray.wait(list(refs), num_returns=1)
         for ref in ready:
-            t, seeds = refs.pop(ref)
+            job = refs.pop(ref)
             try:
                 results, wall = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - a crashed worker or a failing run: report, go on
-                _fail(t, seeds, _one_line(getattr(e, "cause", None) or e), report, log)
+                _fail(job, _one_line(getattr(e, "cause", None) or e), report, log)
                 continue
-            _finish(t, seeds, results, wall, store, report, log)
+            _finish(job, results, wall, store, report, log)

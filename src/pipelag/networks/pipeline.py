@@ -28,6 +28,7 @@ instantaneous pass of ``init_activations="instant"`` (``initial_state``) never d
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,9 @@ class PipelinedNetwork:
         self.conv_impl = conv_impl
         #: dropout probability of every hidden unit, every tick (0: none; see the module docstring)
         self.dropout = check_dropout(dropout)
+        #: static: whether the network drops at all (keys are needed and split). Fixed at build time, so a
+        #: view from :meth:`with_dropout_rate` can carry a traced rate (configs batched with vmap)
+        self.uses_dropout = self.dropout > 0.0
         #: hidden layer → index folded into the tick key for its mask (its position in the graph)
         self._dropout_index = {n.name: i for i, n in enumerate(graph.nodes) if n.name != graph.head}
         self.modules = {n.name: module_for(n, compute_dtype, conv_impl) for n in graph.nodes}
@@ -346,12 +350,24 @@ class PipelinedNetwork:
                     new[name] = y
         return new, carry
 
+    def with_dropout_rate(self, rate) -> PipelinedNetwork:
+        """This network dropping with probability ``rate`` instead: a shallow copy sharing the layers, for
+        running several dropout rates as one vmapped program (``rate`` may be a traced scalar; it is not
+        checked). Only a network built with dropout > 0 can take another rate: one built without dropout
+        draws no masks and splits no keys, so a rate could not turn dropout on without changing its code."""
+        if not self.uses_dropout:
+            raise PipelagError(f"{self.name} was built without dropout; build it with dropout > 0 to give it "
+                               "another rate (with_dropout_rate)")
+        view = copy.copy(self)
+        view.dropout = rate
+        return view
+
     def _dropout_key(self, key, where: str):
         """The key to drop with (None: no dropout); a clear error if dropout needs one and none came."""
-        if self.dropout == 0.0:
+        if not self.uses_dropout:
             return None
         if key is None:
-            raise PipelagError(f"{self.name} has dropout {self.dropout:g}: {where}(...) needs a PRNG key; pass "
+            raise PipelagError(f"{self.name} has dropout: {where}(...) needs a PRNG key; pass "
                                f"key=jax.random.PRNGKey(...) (a fresh one per tick for step/output), or build "
                                "the network with dropout=0")
         return key

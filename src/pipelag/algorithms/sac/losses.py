@@ -133,7 +133,7 @@ class Learner:
     def _dropout_key(self, key: jax.Array):
         """``(key, dropout key)``: a key split off for the actor's dropout masks, None without dropout
         (no split: the same random numbers as without the feature)."""
-        if not self.net.dropout:
+        if not self.net.uses_dropout:
             return key, None
         key, k_drop = jax.random.split(key)
         return key, k_drop

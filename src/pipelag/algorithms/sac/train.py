@@ -23,6 +23,7 @@ are rounded down to a multiple of ``policy_frequency``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -184,6 +185,8 @@ class Runner(NamedTuple):
     key: jax.Array
     step: jax.Array  # transitions recorded
     env_state: Any  # JAX driver only (None on the host)
+    #: this member's dropout rate when several rates train as one vmapped program (None: the config's)
+    dropout_rate: Any = None
 
 
 class SACAgent:
@@ -210,6 +213,20 @@ class SACAgent:
         self.train_iterations = (config.total_timesteps - config.learning_starts) // pf
         #: agent steps of the run (learning_starts + a multiple of policy_frequency)
         self.total_steps = config.learning_starts + pf * self.train_iterations
+
+    def with_dropout_rate(self, rate) -> SACAgent:
+        """This agent with its actor dropping at ``rate`` (may be traced: one member of a vmapped batch
+        of dropout rates). The actor must have been built with dropout > 0 (see
+        ``PipelinedNetwork.with_dropout_rate``); the critics never drop."""
+        view = copy.copy(self)
+        view.net = self.net.with_dropout_rate(rate)
+        view.learner = copy.copy(self.learner)
+        view.learner.net = view.net
+        return view
+
+    def for_runner(self, runner: Runner) -> SACAgent:
+        """The agent of ``runner``'s member: itself, or a view with the member's dropout rate."""
+        return self if runner.dropout_rate is None else self.with_dropout_rate(runner.dropout_rate)
 
     # ------------------------------------------------------------------ per seed, unbatched
     def init_runner(self, key: jax.Array, obs: jax.Array, env_state: Any = None) -> Runner:
@@ -242,7 +259,7 @@ class SACAgent:
         if mode not in MODES:
             raise PipelagError(f"unknown action mode {mode!r}; use one of {MODES}")
         k_drop = None
-        if self.net.dropout:
+        if self.net.uses_dropout:
             key, k_drop = jax.random.split(key)
         if mode == "random":
             action = jax.random.uniform(key, (self.spec.act_dim,), minval=self.low, maxval=self.high)
@@ -320,15 +337,20 @@ class JaxDriver:
         self.agent = SACAgent(config, spec)
         self.config = self.agent.config
 
-    def init(self, key: jax.Array) -> Runner:
+    def init(self, key: jax.Array, dropout_rate=None) -> Runner:
+        """A member's runner; ``dropout_rate``: its own actor dropout rate (several rates as one vmapped
+        program, see :func:`run`'s ``dropout_rates``), None for the config's."""
         k_env, k_agent = jax.random.split(key)
         env_state, obs = self.env.reset(k_env)
-        return self.agent.init_runner(k_agent, obs, env_state)
+        runner = self.agent.init_runner(k_agent, obs, env_state)
+        if dropout_rate is not None:
+            runner = runner._replace(dropout_rate=jnp.asarray(dropout_rate, jnp.float32))
+        return runner
 
     def _env_step(self, runner: Runner, mode: str):
         from pipelag.envs.wrappers import episode_stats
 
-        runner = self.agent.act(runner, mode)
+        runner = self.agent.for_runner(runner).act(runner, mode)
         key, k_env = jax.random.split(runner.key)
         env_state, st = self.env.step(k_env, runner.env_state, runner.action)
         runner = runner._replace(env_state=env_state, key=key)
@@ -350,7 +372,7 @@ class JaxDriver:
 
         The policy_frequency steps are an inner ``lax.scan`` (one buffer write and one read per loop
         body: two writes in one body would make XLA copy the buffer, see ``buffer._read``)."""
-        pf, agent = self.config.policy_frequency, self.agent
+        pf, agent = self.config.policy_frequency, self.agent.for_runner(runner)
 
         def step(carry, _):
             r = carry[0]
@@ -373,9 +395,11 @@ class JaxDriver:
         runner, (ret, ended, metrics) = jax.lax.scan(body, runner, None, length=iterations)
         return runner, _summary(ret, ended, metrics)
 
-    def evaluate(self, actor_params, key: jax.Array, episodes: int, mode: str = "mean"):
-        """Returns ``[episodes]`` undiscounted raw-env returns (episodes cut at ``eval_max_steps``)."""
-        net, agent = self.agent.net, self.agent
+    def evaluate(self, actor_params, key: jax.Array, episodes: int, mode: str = "mean", dropout_rate=None):
+        """Returns ``[episodes]`` undiscounted raw-env returns (episodes cut at ``eval_max_steps``).
+        ``dropout_rate``: the member's actor dropout rate (None: the config's)."""
+        agent = self.agent if dropout_rate is None else self.agent.with_dropout_rate(dropout_rate)
+        net = agent.net
 
         def one(k):
             k_reset, k_run = jax.random.split(k)
@@ -405,7 +429,10 @@ class JaxDriver:
         return self._cached((kind, n), lambda: jax.jit(jax.vmap(f), donate_argnums=0))
 
     def compiled_eval(self, mode: str):
-        f = partial(self.evaluate, episodes=self.config.eval_episodes, mode=mode)
+        """``f(actor_params, keys[, dropout_rates])`` vmapped over the members."""
+        def f(params, key, rate=None):
+            return self.evaluate(params, key, self.config.eval_episodes, mode, rate)
+
         return self._cached(("eval", mode), lambda: jax.jit(jax.vmap(f)))
 
     def _cached(self, key, make):
@@ -628,7 +655,7 @@ def make_driver(config: SACConfig, num_seeds: int = 1, seed: int = 0):
 
 def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: bool = False,
         progress: bool = True, *, driver=None, stop_after_steps: int | None = None,
-        time_budget_s: float | None = None) -> dict[str, Any]:
+        time_budget_s: float | None = None, dropout_rates: list[float] | None = None) -> dict[str, Any]:
     """Train ``num_seeds`` seeds (``seed``, ``seed + 1``, …) of ``config`` into the run directory ``out``.
 
     Writes config.json, metrics.jsonl, checkpoint.msgpack (every ``checkpoint_every`` steps and at the end),
@@ -640,12 +667,21 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
     boundary after this many seconds of training, then evaluate and write the results as usual, with
     ``"stopped_early"`` (steps reached, steps planned) in them: SAC has no schedule tied to the planned
     length, so this is exactly a run of the shorter length. Returns the results.
+
+    ``dropout_rates`` (JAX envs): train every seed at each of these actor dropout rates (all > 0) as
+    one vmapped program, ``len(dropout_rates) × num_seeds`` members; member (rate, seed) starts from
+    the key of ``seed``, as a run of ``config.replace(dropout=rate)`` does. ``config.dropout`` is
+    ignored. results.json then holds every member (``"dropout"``: their rates) and ``"members"``: one
+    results dict per rate, as its own run would write it; policies go to ``policy/dropout_<rate>/``.
     """
     from pipelag.algorithms.common import Progress, RunDir
 
-    config = config.validate()
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise PipelagError(f"num_seeds must be a positive integer, got {num_seeds!r}")
+    rates = check_dropout_rates(dropout_rates, config)
+    if rates is not None:
+        config = config.replace(dropout=rates[0])  # the actor drops (its rate comes from each member)
+    config = config.validate()
     if time_budget_s is not None and not time_budget_s > 0:
         raise PipelagError(f"--time-budget must be a positive number of seconds, got {time_budget_s!r}")
     backend = resolve_backend(config)
@@ -657,11 +693,15 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
         raise PipelagError("the driver passed to run() was built for another config or other seeds")
     try:
         rundir = RunDir(out)
+        batch = {} if rates is None else {"dropout_rates": rates}
         resuming = rundir.prepare({"algo": "sac", **config.to_dict(), "num_seeds": num_seeds, "seed": seed,
-                                   "backend": backend}, resume=resume)
-        book = _Book(rundir, config, seeds, Progress(driver.agent.total_steps, num_seeds,
-                                                     tag=f"sac {config.env_id}", enabled=progress))
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+                                   "backend": backend, **batch}, resume=resume)
+        member_seeds = seeds if rates is None else [s for _ in rates for s in seeds]
+        member_rates = None if rates is None else [r for r in rates for _ in seeds]
+        book = _Book(rundir, config, member_seeds, Progress(driver.agent.total_steps, len(member_seeds),
+                                                            tag=f"sac {config.env_id}", enabled=progress),
+                     rates=member_rates)
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in member_seeds])
         loop = _run_jax if backend == "jax" else _run_host
         return loop(driver, book, keys, resuming, stop_after_steps, time_budget_s or math.inf)
     finally:
@@ -669,11 +709,30 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
             driver.close()
 
 
-class _Book:
-    """Bookkeeping shared by both loops: curves, metrics.jsonl, progress lines, checkpoints, results."""
+def check_dropout_rates(rates, config: SACConfig) -> list[float] | None:
+    """``run``'s ``dropout_rates`` as a list of floats (None stays None); a clear error otherwise."""
+    if rates is None:
+        return None
+    from pipelag.networks.pipeline import check_dropout
 
-    def __init__(self, rundir, config: SACConfig, seeds: list[int], prog):
+    rates = [check_dropout(r) for r in (rates if isinstance(rates, list | tuple) else [rates])]
+    if not rates or min(rates) <= 0 or len(set(rates)) != len(rates):
+        raise PipelagError(f"dropout_rates must be distinct probabilities in (0, 1), got {rates!r}: rate 0 "
+                           "(no dropout) draws no masks, so it runs as its own config (dropout=0)")
+    if resolve_backend(config.validate()) != "jax":
+        raise PipelagError(f"dropout_rates batches configs into one jitted program, which needs a JAX env; "
+                           f"{config.env_id!r} runs on the host. Use its MJX port (MJX/...) or run each rate "
+                           "as its own config (dropout=p)")
+    return rates
+
+
+class _Book:
+    """Bookkeeping shared by both loops: curves, metrics.jsonl, progress lines, checkpoints, results.
+    ``seeds`` and ``rates`` (dropout rates batched into one program, or None): one entry per member."""
+
+    def __init__(self, rundir, config: SACConfig, seeds: list[int], prog, rates: list[float] | None = None):
         self.rundir, self.config, self.seeds, self.prog = rundir, config, seeds, prog
+        self.rates = rates
         self.logger = rundir.logger()
         self.curves: dict[str, list] = {"step": [], "episode_return": []}
         self.started = False
@@ -722,9 +781,25 @@ class _Book:
                           np.float64)
         self.rundir.write_curves(step=steps, episode_return=rets.T if rets.size else rets,
                                  eval_mean=np.asarray(eval_mean), eval_sample=np.asarray(eval_sample))
-        policies = export_policies(agent, runner.sac.actor_params, self.rundir.path / "policy", self.seeds)
-        results = _results(self.config, self.seeds, np.asarray(eval_mean), np.asarray(eval_sample),
-                           {"agent_steps": int(np.asarray(runner.step)[0]), **extra, "policies": policies})
+        eval_mean, eval_sample = np.asarray(eval_mean), np.asarray(eval_sample)
+        steps = {"agent_steps": int(np.asarray(runner.step)[0])}
+        if self.rates is None:
+            policies = export_policies(agent, runner.sac.actor_params, self.rundir.path / "policy", self.seeds)
+            results = _results(self.config, self.seeds, eval_mean, eval_sample,
+                               {**steps, **extra, "policies": policies})
+        else:  # one results dict (and policy folder) per rate, then all members together
+            members, policies = [], []
+            for rate in dict.fromkeys(self.rates):
+                idx = [i for i, r in enumerate(self.rates) if r == rate]
+                params = jax.tree.map(lambda x, idx=idx: x[np.asarray(idx)], runner.sac.actor_params)
+                seeds = [self.seeds[i] for i in idx]
+                pol = export_policies(agent, params, self.rundir.path / "policy" / f"dropout_{rate:g}", seeds)
+                policies += pol
+                members.append(_results(self.config.replace(dropout=rate), seeds, eval_mean[idx], eval_sample[idx],
+                                        {**steps, **extra, "policies": pol}))
+            results = {**_results(self.config, self.seeds, eval_mean, eval_sample,
+                                  {**steps, **extra, "policies": policies}), "dropout": list(self.rates),
+                       "members": members}
         self.rundir.write_results(results)
         self.logger.close()
         return {**results, "runner": runner}
@@ -744,7 +819,8 @@ def _stopped_early(step: int, total: int) -> dict[str, Any]:
 
 def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_steps, time_budget_s: float):
     config = driver.config
-    runner = driver.compiled_init()(keys)
+    rates = () if book.rates is None else (jnp.asarray(book.rates, jnp.float32),)  # per member, if batched
+    runner = driver.compiled_init()(keys, *rates)
     done_chunks = 0
     if resuming:
         runner, meta = book.restore(runner)
@@ -752,7 +828,7 @@ def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_st
 
     def evaluate(mode, salt):
         f = driver.compiled_eval(mode)
-        return np.asarray(f(runner.sac.actor_params, jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys)))
+        return np.asarray(f(runner.sac.actor_params, jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys), *rates))
 
     plan = driver.chunks()
     t0 = _clock()
