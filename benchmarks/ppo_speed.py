@@ -26,11 +26,11 @@ import jax.numpy as jnp
 
 
 def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bool = True) -> dict:
-    from pipelag.algorithms.common.seeds import over_seeds  # as config.seed_batching says
+    from pipelag.algorithms.common.seeds import over_seeds, vmapped_seed_count  # as config.seed_batching says
     from pipelag.algorithms.ppo import PPO
 
-    ppo = PPO(config)
     how = config.seed_batching
+    ppo = PPO(config, vmapped_seeds=vmapped_seed_count(how, seeds))
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
     rs = jax.jit(over_seeds(ppo.init, how))(keys)
     jax.block_until_ready(rs)
@@ -120,8 +120,8 @@ def main(argv=None):
                    help="lax.scan unroll factors of the rollout/GAE loops to time (PPOConfig.rollout_unroll; "
                         "default 8: what a long GPU run uses; 0 = the trainer's auto choice for the timed run)")
     p.add_argument("--conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "gemm"],
-                   help="conv layers as lax.conv (xla), image patches × kernel (gemm), or auto (gemm on a CPU, "
-                        "xla on a GPU); PPOConfig.conv_impl")
+                   help="conv layers as lax.conv (xla), image patches × kernel (gemm), or auto (gemm on a CPU "
+                        "and for vmapped seeds, xla for one seed on a GPU); PPOConfig.conv_impl")
     p.add_argument("--seed-batching", nargs="+", default=["auto"], choices=["auto", "vmap", "map"],
                    help="seeds vmapped or one after another (lax.map); auto: vmap on a GPU, map on a CPU; "
                         "PPOConfig.seed_batching")

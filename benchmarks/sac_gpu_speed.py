@@ -3,6 +3,8 @@
     python benchmarks/sac_gpu_speed.py                                  # MJX/HalfCheetah-v4, seeds 1 and 8
     python benchmarks/sac_gpu_speed.py --env MJX/Hopper-v4 --seeds 1 4 8 --json out.json
     python benchmarks/sac_gpu_speed.py --seeds 1 --env-option solver_iterations=4 --env-option ls_iterations=8
+    python benchmarks/sac_gpu_speed.py --delta 2 --seeds 2 --dropout-rates 0.1 0.2 0.3 0.4 0.5 0.6
+        # Fig. 12: 2 seeds at one dropout rate, then 2 seeds × 6 rates as one vmapped program
 
 For every seed count, ``JaxDriver.warmup`` (random actions, the first ``learning_starts`` steps of the
 paper's schedule) and ``JaxDriver.iterate`` (one env step + one critic update per step, ``policy_frequency``
@@ -10,6 +12,9 @@ actor updates every ``policy_frequency`` steps: the paper's schedule) are compil
 Reported: env steps/s per seed in both phases (training steps/s = critic updates/s), and the wall time of
 1M paper-schedule steps (``learning_starts`` random steps, then training) for all the seeds together. The
 baseline is 1 seed, measured in the same run: the ratio is the throughput of N seeds over 1 seed's.
+
+``--dropout-rates``: every seed count runs first at the first rate alone, then at all the rates as one
+vmapped program (configs batched as ``pipelag sweep`` batches Fig. 12's runs): members = seeds × rates.
 """
 
 from __future__ import annotations
@@ -36,11 +41,18 @@ def _timed(fn, runner, label: str):
     return runner, compile_s, time.perf_counter() - t0
 
 
-def measure(config, seeds: int, warm_steps: int, train_steps: int) -> dict:
+def measure(config, seeds: int, warm_steps: int, train_steps: int, rates: list[float] | None = None) -> dict:
+    """``rates``: dropout rates batched as configs (each seed at each rate); None: ``config`` alone."""
+    import jax.numpy as jnp
+
     from pipelag.algorithms.sac.train import JaxDriver
 
     d = JaxDriver(config)
-    runner = jax.jit(jax.vmap(d.init))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    configs = len(rates) if rates else 1
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds * configs)
+    member_rates = () if not rates else (jnp.asarray([r for r in rates for _ in range(seeds)], jnp.float32),)
+    runner = jax.jit(jax.vmap(d.init))(keys, *member_rates)
+    seeds = seeds * configs  # members: every number below counts all of them
     warm = jax.jit(jax.vmap(lambda r: d.warmup(r, warm_steps)), donate_argnums=0)
     runner, warm_compile, warm_s = _timed(warm, runner, f"random phase ({seeds} seeds)")
     iters = max(1, train_steps // config.policy_frequency)
@@ -50,7 +62,8 @@ def measure(config, seeds: int, warm_steps: int, train_steps: int) -> dict:
     warm_sps, train_sps = warm_steps / warm_s, steps / train_s  # per seed (all seeds step together)
     total, starts = 1_000_000, config.learning_starts
     wall_1m = starts / warm_sps + (total - starts) / train_sps
-    return {"seeds": seeds, "compile_random_phase_s": warm_compile, "compile_training_s": train_compile,
+    return {"seeds": seeds // configs, "configs": configs, "members": seeds,
+            "compile_random_phase_s": warm_compile, "compile_training_s": train_compile,
             "random_phase_steps_per_s_per_seed": warm_sps, "train_steps_per_s_per_seed": train_sps,
             "train_steps_per_s_all_seeds": train_sps * seeds, "critic_updates_per_s_all_seeds": train_sps * seeds,
             "wall_min_per_1M_steps_all_seeds": wall_1m / 60}
@@ -71,11 +84,14 @@ def main(argv=None):
     p.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to pipelag.envs.make (repeatable), e.g. solver_iterations=4 ls_iterations=8 "
                         "(MJX solver caps, docs/environments.md); default: none")
+    p.add_argument("--dropout-rates", type=float, nargs="+", default=None,
+                   help="batch these actor dropout rates as configs (each seed count: first rate alone, then all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     env_options = parse_pairs(args.env_option, "--env-option")
     cfg = SACConfig(env_id=args.env, env_options=env_options, arch=args.arch, action_history=args.action_history,
-                    delta=args.delta, eval_episodes=0).validate()
+                    delta=args.delta, eval_episodes=0,
+                    dropout=args.dropout_rates[0] if args.dropout_rates else 0.0).validate()
     dev = jax.devices()[0]
     opts = "".join(f" {k}={v}" for k, v in env_options.items())
     print(f"device: {dev.platform} {dev.device_kind} | {args.env}{opts} {args.arch} "
@@ -83,23 +99,27 @@ def main(argv=None):
           f"learning_starts {cfg.learning_starts}",
           flush=True)
     rows = []
+    variants = [None] if not args.dropout_rates else [None, list(args.dropout_rates)]
     for s in args.seeds:
-        rows.append(measure(cfg, s, args.warm, args.train))
-        print(f"  seeds={s}: {json.dumps({k: round(v, 2) for k, v in rows[-1].items()})}", flush=True)
-    base = rows[0]["train_steps_per_s_all_seeds"] / rows[0]["seeds"]
-    hdr = (f"{'seeds':>5} | {'random steps/s/seed':>19} | {'train steps/s/seed':>18} | {'updates/s (all)':>15} | "
-           f"{'min per 1M (all seeds)':>22} | {'throughput vs 1 seed':>20}")
+        for rates in variants:
+            rows.append(measure(cfg, s, args.warm, args.train, rates))
+            row = json.dumps({k: round(v, 2) for k, v in rows[-1].items()})
+            print(f"  seeds={s} configs={rows[-1]['configs']}: {row}", flush=True)
+    base = rows[0]["train_steps_per_s_all_seeds"] / rows[0]["members"]
+    hdr = (f"{'seeds':>5} | {'configs':>7} | {'random steps/s/member':>21} | {'train steps/s/member':>20} | "
+           f"{'updates/s (all)':>15} | {'min per 1M (all members)':>24} | {'throughput vs 1 member':>22}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         r["throughput_vs_1_seed"] = r["train_steps_per_s_all_seeds"] / base
-        print(f"{r['seeds']:>5} | {r['random_phase_steps_per_s_per_seed']:>19,.0f} | "
-              f"{r['train_steps_per_s_per_seed']:>18,.0f} | {r['critic_updates_per_s_all_seeds']:>15,.0f} | "
-              f"{r['wall_min_per_1M_steps_all_seeds']:>22.1f} | {r['throughput_vs_1_seed']:>19.2f}x")
+        print(f"{r['seeds']:>5} | {r['configs']:>7} | {r['random_phase_steps_per_s_per_seed']:>21,.0f} | "
+              f"{r['train_steps_per_s_per_seed']:>20,.0f} | {r['critic_updates_per_s_all_seeds']:>15,.0f} | "
+              f"{r['wall_min_per_1M_steps_all_seeds']:>24.1f} | {r['throughput_vs_1_seed']:>21.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": f"{dev.platform} {dev.device_kind}", "env": args.env, "env_options": env_options,
-                       "arch": args.arch, "action_history": args.action_history, "delta": args.delta, "rows": rows},
+                       "arch": args.arch, "action_history": args.action_history, "delta": args.delta,
+                       "dropout_rates": args.dropout_rates, "rows": rows},
                       f, indent=2)
     return rows
 

@@ -232,3 +232,21 @@ def test_conv_impl_reaches_actor_and_critic():
     assert (conv_types(PPOConfig()) == {GemmConv}) == on_cpu
     with pytest.raises(PipelagError, match="conv_impl"):
         PPOConfig(conv_impl="cudnn").validate()
+
+
+def test_auto_conv_impl_on_a_gpu_avoids_grouped_convolutions_of_vmapped_seeds(monkeypatch):
+    """On a GPU, "auto" takes lax.conv for one seed per program, patches × kernel when seeds of MiniGrid's
+    strided CNN are vmapped (vmapping lax.conv over per-seed kernels is a grouped convolution, 7× slower
+    there on an H100), and never overrides an explicit choice. The seeds a trainer vmaps follow seed_batching."""
+    from pipelag.algorithms.common.seeds import vmapped_seed_count
+    from pipelag.algorithms.ppo.networks import conv_impl_for
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    minigrid, minatar = (56, 56, 3), (10, 10, 4)
+    assert conv_impl_for(PPOConfig(), 1, minigrid) == "xla"
+    assert conv_impl_for(PPOConfig(), 2, minigrid) == "gemm"
+    assert conv_impl_for(PPOConfig(), 16, minatar) == "xla"  # stride-1 grouped convolutions are fast
+    assert conv_impl_for(PPOConfig(conv_impl="xla"), 16, minigrid) == "xla"
+    assert (vmapped_seed_count("auto", 3), vmapped_seed_count("map", 3), vmapped_seed_count("vmap", 1)) == (3, 1, 1)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert conv_impl_for(PPOConfig(), vmapped_seeds=1) == "gemm" and vmapped_seed_count("auto", 3) == 1

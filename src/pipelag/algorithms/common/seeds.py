@@ -30,6 +30,14 @@ def check_seed_batching(how: str) -> str:
     return how
 
 
+def vmapped_seed_count(how: str, seeds: int) -> int:
+    """How many seeds one vmapped program holds when ``seeds`` run as ``how`` says (1: one at a time),
+    for the device JAX runs on now."""
+    check_seed_batching(how)
+    sequential = how == "map" or (how == "auto" and jax.default_backend() == "cpu")
+    return 1 if sequential else max(1, int(seeds))
+
+
 def over_seeds(fn: Callable, how: str = "auto") -> Callable:
     """``fn`` applied to each index of the leading (seed) axis of all its arguments, results stacked:
     vmapped or one seed after another (``lax.map``), see :data:`SEED_BATCHING`."""

@@ -19,21 +19,29 @@ from pipelag.errors import PipelagError
 from pipelag.networks import PipelinedNetwork, build_network
 
 
-def build_actor(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int) -> PipelinedNetwork:
+def build_actor(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int,
+                vmapped_seeds: int = 1) -> PipelinedNetwork:
     return build_network(config.arch, obs_shape, num_actions, delta=config.delta, num_actions=num_actions,
                          action_history=config.action_history, action_input=config.action_input,
                          instantaneous=config.instantaneous, init_activations=config.init_activations,
                          head_init_scale=0.01, hidden=config.hidden, channels=config.channels,
                          num_layers=config.num_layers, compute_dtype=config.compute_dtype,
-                         conv_impl=conv_impl_for(config))
+                         conv_impl=conv_impl_for(config, vmapped_seeds, obs_shape))
 
 
-def conv_impl_for(config: PPOConfig) -> str:
-    """``config.conv_impl`` with "auto" resolved for the backend JAX runs on: patches × kernel on a CPU
-    (18–28× faster there for the MinAtar CNNs), lax.conv (cuDNN) on a GPU (1.1–1.3× faster there)."""
+def conv_impl_for(config: PPOConfig, vmapped_seeds: int = 1, obs_shape: tuple[int, ...] = ()) -> str:
+    """``config.conv_impl`` with "auto" resolved for the backend JAX runs on, the seeds vmapped in one
+    program and the image size: patches × kernel on a CPU (18–28× faster there for the MinAtar CNNs).
+    On a GPU lax.conv (cuDNN, 1.1–1.3× faster), except for vmapped seeds of the strided CNN of large images
+    (MiniGrid's 56×56): vmapping lax.conv over per-seed kernels makes it a grouped convolution
+    (feature_group_count = seeds), and cuDNN's strided grouped convolutions ran 7× slower than patches ×
+    kernel for 2 MiniGrid seeds on an H100; MinAtar's stride-1 10×10 ones did not (docs/ppo.md)."""
     if config.conv_impl != "auto":
         return config.conv_impl
-    return "gemm" if jax.default_backend() == "cpu" else "xla"
+    if jax.default_backend() == "cpu":
+        return "gemm"
+    strided = len(obs_shape) == 3 and obs_shape[0] >= 32  # the architectures' strided preset (as the critic's)
+    return "gemm" if vmapped_seeds > 1 and strided else "xla"
 
 
 def critic_arch_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> str:
@@ -54,16 +62,19 @@ def critic_channels_for(config: PPOConfig, obs_shape: tuple[int, ...]) -> tuple[
     return None  # the architecture's preset (MiniGrid: 32/64/64, strides 4/2/1)
 
 
-def build_critic(config: PPOConfig, obs_shape: tuple[int, ...]) -> PipelinedNetwork:
+def build_critic(config: PPOConfig, obs_shape: tuple[int, ...], vmapped_seeds: int = 1) -> PipelinedNetwork:
     return build_network(critic_arch_for(config, obs_shape), obs_shape, 1, instantaneous=True, head_init_scale=1.0,
                          hidden=config.critic_hidden, channels=critic_channels_for(config, obs_shape),
-                         compute_dtype=config.compute_dtype, conv_impl=conv_impl_for(config))
+                         compute_dtype=config.compute_dtype, conv_impl=conv_impl_for(config, vmapped_seeds, obs_shape))
 
 
-def build_actor_critic(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int | None):
+def build_actor_critic(config: PPOConfig, obs_shape: tuple[int, ...], num_actions: int | None,
+                       vmapped_seeds: int = 1):
+    """``vmapped_seeds``: seeds in one vmapped program (it picks the conv implementation, see conv_impl_for)."""
     if num_actions is None:
         raise PipelagError("PPO here is for discrete actions (MinAtar, MiniGrid); use SAC for continuous actions")
-    return build_actor(config, tuple(obs_shape), int(num_actions)), build_critic(config, tuple(obs_shape))
+    return (build_actor(config, tuple(obs_shape), int(num_actions), vmapped_seeds),
+            build_critic(config, tuple(obs_shape), vmapped_seeds))
 
 
 # ---------------------------------------------------------------------------- acting

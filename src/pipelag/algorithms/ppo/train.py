@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pipelag.algorithms.common.seeds import over_seeds
+from pipelag.algorithms.common.seeds import over_seeds, vmapped_seed_count
 from pipelag.algorithms.ppo.config import PPOConfig
 from pipelag.algorithms.ppo.losses import compute_gae, ppo_loss
 from pipelag.algorithms.ppo.networks import (
@@ -106,10 +106,12 @@ def make_env(config: PPOConfig, env: JaxEnv | None = None) -> JaxEnv:
 class PPO:
     """All pure functions of one PPO configuration (built once; every method is jittable)."""
 
-    def __init__(self, config: PPOConfig, env: JaxEnv | None = None):
+    def __init__(self, config: PPOConfig, env: JaxEnv | None = None, vmapped_seeds: int = 1):
+        """``vmapped_seeds``: how many seeds one program vmaps (``vmapped_seed_count``); a speed choice only
+        (the conv implementation on a GPU, see ``conv_impl_for``)."""
         self.config = config.validate()
         self.env = make_env(config, env)
-        self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions)
+        self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions, vmapped_seeds)
         c = config
         on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
         self.rollout_unroll = c.rollout_unroll or (8 if on_gpu and c.num_updates >= 2048 else 1)
@@ -272,10 +274,10 @@ class PPO:
 
 
 # ---------------------------------------------------------------------------- pure entry points
-def make_train(config: PPOConfig, env: JaxEnv | None = None):
+def make_train(config: PPOConfig, env: JaxEnv | None = None, vmapped_seeds: int = 1):
     """``train(rng)``: init, ``config.num_updates`` updates, final evaluation (sampled and greedy).
-    Pure and jittable; vmap it over seeds (:func:`train_seeds`)."""
-    ppo = PPO(config, env)
+    Pure and jittable; vmap it over seeds (:func:`train_seeds`; say how many in ``vmapped_seeds``)."""
+    ppo = PPO(config, env, vmapped_seeds)
 
     def train(rng: jax.Array) -> dict[str, Any]:
         rng, k_init, k_eval = jax.random.split(rng, 3)
@@ -291,7 +293,8 @@ def train_seeds(config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = No
     """Train one agent per seed in one jitted call (vmapped; one after another on a CPU: ``over_seeds``).
     Leaves have a leading seed axis."""
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    return jax.jit(over_seeds(make_train(config, env), config.seed_batching))(keys)
+    train = make_train(config, env, vmapped_seed_count(config.seed_batching, len(keys)))
+    return jax.jit(over_seeds(train, config.seed_batching))(keys)
 
 
 # ---------------------------------------------------------------------------- host-side runner
@@ -316,8 +319,8 @@ class Runner:
         self.seeds = [int(s) for s in seeds]
         if not self.seeds:
             raise PipelagError("give at least one seed")
-        self.ppo = PPO(config, env)
         how = self.config.seed_batching
+        self.ppo = PPO(config, env, vmapped_seed_count(how, len(self.seeds)))
         self._init = jax.jit(over_seeds(self.ppo.init, how))
         self._chunks: dict[int, Any] = {}
         self._eval = jax.jit(over_seeds(self.ppo.evaluate_both, how))
