@@ -206,6 +206,9 @@ def test_dropout_rates_batched_in_one_program_train_as_their_own_runs(tmp_path):
     assert batched["members"][0]["eval_return_mean_action"] != batched["members"][1]["eval_return_mean_action"]
     stored = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [m["dropout"] for m in stored["members"]] == rates
+    ns = type("NS", (), {"resume": True, "out": str(tmp_path / "b")})()
+    with pytest.raises(PipelagError, match="batched in one program; resume it where it was started"):
+        config_from_args(ns)
     with pytest.raises(PipelagError, match="distinct probabilities in \\(0, 1\\)"):
         run(cfg, tmp_path / "z", dropout_rates=[0.0, 0.3], progress=False)
     with pytest.raises(PipelagError, match="needs a JAX env"):
