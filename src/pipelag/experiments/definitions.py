@@ -618,7 +618,8 @@ def _build() -> dict[str, Experiment]:
     ex.append(Experiment("fig12", "Figure 12", "Dropout in every hidden layer (HalfCheetah, δ = 2)",
                          ("HalfCheetah-v4",), rows, "returns", PlotSpec("lines", "dropout probability", "raw"),
                          ("The agent 'with skip connections' = three layers w/ proj-from-obs & aug; dropout levels "
-                          "0–0.6 are our choice. Needs a trainer with a `dropout` option.",),
+                          "0–0.6 are our choice. On MJX the sweep trains the rates > 0 as one vmapped program "
+                          "(compatible configs batched; --no-batch: one program each).",),
                          paper_baseline_tables=("7",)))
 
     # ---- Figure 5: connection removal in the three-layer proj-to-action agent (Ant, δ = 4)

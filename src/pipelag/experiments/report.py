@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,8 +352,11 @@ def plot(res: ExperimentResult, path: str | os.PathLike) -> Path:
                 ax.set_title(sec, fontsize=9)
             ax.legend(fontsize=6, ncol=2)
     paper_mark = "dashed crosses" if exp.plot.kind == "lines" else "black marks"
-    # two lines: a long budget description would run off a narrow figure
-    fig.suptitle(f"{exp.source}: {exp.title}\n({res.budget.describe()}; paper = {paper_mark})", fontsize=9)
+    # wrapped to the figure's width: a long budget description would run off a narrow figure
+    width = max(40, int(fig.get_figwidth() * 14))  # characters of a 9-pt line per inch, roughly
+    lines = textwrap.wrap(f"{exp.source}: {exp.title}", width) + textwrap.wrap(
+        f"({res.budget.describe()}; paper = {paper_mark})", width)
+    fig.suptitle("\n".join(lines), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
