@@ -5,6 +5,8 @@
     python benchmarks/sac_gpu_speed.py --seeds 1 --env-option solver_iterations=4 --env-option ls_iterations=8
     python benchmarks/sac_gpu_speed.py --delta 2 --seeds 2 --dropout-rates 0.1 0.2 0.3 0.4 0.5 0.6
         # Fig. 12: 2 seeds at one dropout rate, then 2 seeds × 6 rates as one vmapped program
+    python benchmarks/sac_gpu_speed.py --seeds 2 --deltas 1 2 3 4
+        # Fig. 3: δ = 1 alone, δ = 4 alone, then δ ∈ {1, 2, 3, 4} × 2 seeds as one vmapped program
 
 For every seed count, ``JaxDriver.warmup`` (random actions, the first ``learning_starts`` steps of the
 paper's schedule) and ``JaxDriver.iterate`` (one env step + one critic update per step, ``policy_frequency``
@@ -15,6 +17,8 @@ baseline is 1 seed, measured in the same run: the ratio is the throughput of N s
 
 ``--dropout-rates``: every seed count runs first at the first rate alone, then at all the rates as one
 vmapped program (configs batched as ``pipelag sweep`` batches Fig. 12's runs): members = seeds × rates.
+``--deltas``: the smallest and the largest δ alone, then all the δs as one vmapped program (which loops
+the largest δ's env steps per agent step, the others masked).
 """
 
 from __future__ import annotations
@@ -41,17 +45,16 @@ def _timed(fn, runner, label: str):
     return runner, compile_s, time.perf_counter() - t0
 
 
-def measure(config, seeds: int, warm_steps: int, train_steps: int, rates: list[float] | None = None) -> dict:
-    """``rates``: dropout rates batched as configs (each seed at each rate); None: ``config`` alone."""
-    import jax.numpy as jnp
-
-    from pipelag.algorithms.sac.train import JaxDriver
+def measure(config, seeds: int, warm_steps: int, train_steps: int, batch: list[dict] | None = None) -> dict:
+    """``batch``: configs batched as one program (each seed at each, e.g. ``[{"dropout": 0.1}, …]``, as
+    ``sac.train.run``'s ``batch``; ``config`` holds the largest δ / a rate > 0); None: ``config`` alone."""
+    from pipelag.algorithms.sac.train import JaxDriver, _member_arrays
 
     d = JaxDriver(config)
-    configs = len(rates) if rates else 1
+    configs = len(batch) if batch else 1
     keys = jax.random.split(jax.random.PRNGKey(0), seeds * configs)
-    member_rates = () if not rates else (jnp.asarray([r for r in rates for _ in range(seeds)], jnp.float32),)
-    runner = jax.jit(jax.vmap(d.init))(keys, *member_rates)
+    members = () if not batch else (_member_arrays([b for b in batch for _ in range(seeds)]),)
+    runner = jax.jit(jax.vmap(d.init))(keys, *members)
     seeds = seeds * configs  # members: every number below counts all of them
     warm = jax.jit(jax.vmap(lambda r: d.warmup(r, warm_steps)), donate_argnums=0)
     runner, warm_compile, warm_s = _timed(warm, runner, f"random phase ({seeds} seeds)")
@@ -86,8 +89,12 @@ def main(argv=None):
                         "(MJX solver caps, docs/environments.md); default: none")
     p.add_argument("--dropout-rates", type=float, nargs="+", default=None,
                    help="batch these actor dropout rates as configs (each seed count: first rate alone, then all)")
+    p.add_argument("--deltas", type=int, nargs="+", default=None,
+                   help="batch these whole δs as configs (each seed count: smallest and largest δ alone, then all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.dropout_rates and args.deltas:
+        p.error("give --dropout-rates or --deltas, not both")
     env_options = parse_pairs(args.env_option, "--env-option")
     cfg = SACConfig(env_id=args.env, env_options=env_options, arch=args.arch, action_history=args.action_history,
                     delta=args.delta, eval_episodes=0,
@@ -99,27 +106,34 @@ def main(argv=None):
           f"learning_starts {cfg.learning_starts}",
           flush=True)
     rows = []
-    variants = [None] if not args.dropout_rates else [None, list(args.dropout_rates)]
+    variants = [(cfg, None)]
+    if args.dropout_rates:
+        variants.append((cfg, [{"dropout": r} for r in args.dropout_rates]))
+    if args.deltas:
+        lo, hi = cfg.replace(delta=float(min(args.deltas))), cfg.replace(delta=float(max(args.deltas)))
+        variants = [(lo, None), (hi, None), (hi, [{"delta": float(d)} for d in args.deltas])]
     for s in args.seeds:
-        for rates in variants:
-            rows.append(measure(cfg, s, args.warm, args.train, rates))
-            row = json.dumps({k: round(v, 2) for k, v in rows[-1].items()})
+        for c, batch in variants:
+            rows.append({**measure(c, s, args.warm, args.train, batch), "delta": c.delta,
+                         "batch": batch})
+            row = json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()})
             print(f"  seeds={s} configs={rows[-1]['configs']}: {row}", flush=True)
     base = rows[0]["train_steps_per_s_all_seeds"] / rows[0]["members"]
-    hdr = (f"{'seeds':>5} | {'configs':>7} | {'random steps/s/member':>21} | {'train steps/s/member':>20} | "
+    hdr = (f"{'seeds':>5} | {'δ':>3} | {'configs':>7} | {'random steps/s/member':>21} | {'train steps/s/member':>20} | "
            f"{'updates/s (all)':>15} | {'min per 1M (all members)':>24} | {'throughput vs 1 member':>22}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         r["throughput_vs_1_seed"] = r["train_steps_per_s_all_seeds"] / base
-        print(f"{r['seeds']:>5} | {r['configs']:>7} | {r['random_phase_steps_per_s_per_seed']:>21,.0f} | "
+        print(f"{r['seeds']:>5} | {r['delta']:>3g} | {r['configs']:>7} | "
+              f"{r['random_phase_steps_per_s_per_seed']:>21,.0f} | "
               f"{r['train_steps_per_s_per_seed']:>20,.0f} | {r['critic_updates_per_s_all_seeds']:>15,.0f} | "
               f"{r['wall_min_per_1M_steps_all_seeds']:>24.1f} | {r['throughput_vs_1_seed']:>21.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": f"{dev.platform} {dev.device_kind}", "env": args.env, "env_options": env_options,
                        "arch": args.arch, "action_history": args.action_history, "delta": args.delta,
-                       "dropout_rates": args.dropout_rates, "rows": rows},
+                       "dropout_rates": args.dropout_rates, "deltas": args.deltas, "rows": rows},
                       f, indent=2)
     return rows
 

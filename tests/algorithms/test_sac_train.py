@@ -183,33 +183,48 @@ def test_cli_config_and_errors(tmp_path, capsys):
     assert not (tmp_path / "a").exists()  # a bad env fails before the run directory is created
 
 
-def test_dropout_rates_batched_in_one_program_train_as_their_own_runs(tmp_path):
-    """run(dropout_rates=...) trains every (rate, seed) member as one vmapped program; each member ends
-    where its own run (dropout=rate, same seed) ends, and results/policies are split per rate."""
+@pytest.mark.parametrize("field, values, check", [("dropout", [0.2, 0.5], 1), ("delta", [1.0, 2.0], 0)])
+def test_configs_batched_in_one_program_train_as_their_own_runs(tmp_path, field, values, check):
+    """run(batch=...) trains every (config, seed) member as one vmapped program; a member ends where its
+    own run (same config, same seed) ends, and results/policies are split per config. Dropout rates share
+    the actor's masks code; δs share one env looping the largest δ (a δ = 1 member: no RealTime at all
+    in its own run, hence the check of that one)."""
     cfg = SACConfig(env_id="PointTarget-v0", total_timesteps=300, learning_starts=100, steps_per_chunk=100,
                     eval_episodes=2, arch="mlp-proj-from-obs", action_history=1, **SMALL)
-    rates = [0.2, 0.5]
-    batched = run(cfg, tmp_path / "b", num_seeds=2, progress=False, dropout_rates=rates)
-    assert batched["dropout"] == [0.2, 0.2, 0.5, 0.5] and batched["seeds"] == [0, 1, 0, 1]
-    for i, rate in enumerate(rates):
+    batch = [{field: v} for v in values]
+    batched = run(cfg, tmp_path / "b", num_seeds=2, progress=False, batch=batch)
+    assert batched["batch"] == [batch[0], batch[0], batch[1], batch[1]] and batched["seeds"] == [0, 1, 0, 1]
+    for i, v in enumerate(values):
         member = batched["members"][i]
-        assert len(member["policies"]) == 2 and all(f"dropout_{rate:g}" in p for p in member["policies"])
-        if i == 0:
-            continue  # one member against its own run is enough (each run compiles for seconds)
-        own = run(cfg.replace(dropout=rate), tmp_path / f"own{i}", num_seeds=2, progress=False)
-        assert member["dropout"] == rate and member["seeds"] == [0, 1]
-        np.testing.assert_allclose(member["eval_return_mean_action"]["per_seed"],
-                                   own["eval_return_mean_action"]["per_seed"], rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(batched["runner"].sac.actor_params),
-                        jax.tree.leaves(own["runner"].sac.actor_params), strict=True):
-            np.testing.assert_allclose(np.asarray(a)[2 * i:2 * i + 2], np.asarray(b), rtol=1e-3, atol=1e-4)
+        assert member[field] == v and member["seeds"] == [0, 1]
+        assert len(member["policies"]) == 2 and all(f"{field}_{v:g}" in p for p in member["policies"])
+    own = run(cfg.replace(**batch[check]), tmp_path / "own", num_seeds=2, progress=False)
+    member = batched["members"][check]
+    np.testing.assert_allclose(member["eval_return_mean_action"]["per_seed"],
+                               own["eval_return_mean_action"]["per_seed"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(batched["runner"].sac.actor_params),
+                    jax.tree.leaves(own["runner"].sac.actor_params), strict=True):
+        np.testing.assert_allclose(np.asarray(a)[2 * check:2 * check + 2], np.asarray(b), rtol=1e-3, atol=1e-4)
     assert batched["members"][0]["eval_return_mean_action"] != batched["members"][1]["eval_return_mean_action"]
     stored = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert [m["dropout"] for m in stored["members"]] == rates
+    assert [m[field] for m in stored["members"]] == values
     ns = type("NS", (), {"resume": True, "out": str(tmp_path / "b")})()
     with pytest.raises(PipelagError, match="batched in one program; resume it where it was started"):
         config_from_args(ns)
-    with pytest.raises(PipelagError, match="distinct probabilities in \\(0, 1\\)"):
-        run(cfg, tmp_path / "z", dropout_rates=[0.0, 0.3], progress=False)
+
+
+@pytest.mark.parametrize("batch, match", [
+    ([{"dropout": 0.0}, {"dropout": 0.3}], "rates > 0"),
+    ([{"delta": 0.5}, {"delta": 2}], "whole numbers ≥ 1"),
+    ([{"delta": 2}, {"dropout": 0.1}], "must set the same fields"),
+    ([{"gamma": 0.9}, {"gamma": 0.5}], "must set the same fields"),
+    ([{"delta": 2}, {"delta": 2.0}], "must differ"),
+    ([], "non-empty list"),
+])
+def test_a_bad_batch_is_one_clear_error(tmp_path, batch, match):
+    cfg = SACConfig(env_id="PointTarget-v0", total_timesteps=300, learning_starts=100, **SMALL)
+    with pytest.raises(PipelagError, match=match):
+        run(cfg, tmp_path / "x", batch=batch, progress=False)
     with pytest.raises(PipelagError, match="needs a JAX env"):
-        run(cfg.replace(env_id="Pendulum-v1"), tmp_path / "h", dropout_rates=[0.1, 0.3], progress=False)
+        run(cfg.replace(env_id="Pendulum-v1"), tmp_path / "h", batch=[{"delta": 1}, {"delta": 2}], progress=False)
+    assert not (tmp_path / "x").exists()

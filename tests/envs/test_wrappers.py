@@ -16,6 +16,7 @@ from pipelag.envs.wrappers import (
     episode_stats,
     raw_steps,
     realtime_env,
+    with_member_delta,
     wrap_env,
 )
 from pipelag.errors import PipelagError
@@ -397,3 +398,32 @@ def test_wrapped_real_envs_jit_vmap(env_id, options, encoding):
         assert ended.any()  # random Breakout episodes are short: the check below is not vacuous
     raw, agent = np.asarray(stats[1])[ended], np.asarray(stats[2])[ended]
     assert np.all((raw == 2 * agent) | (raw == 2 * agent - 1))
+
+
+def test_several_deltas_vmapped_in_one_program_step_as_their_own_envs():
+    """Each member of δ ∈ {1, 2, 3, 4} vmapped through one RealTime(env, 4) (the steps past its δ masked)
+    gets exactly the trajectory of its own env: RealTime(env, δ), and the bare env for δ = 1. MinAtar's
+    sticky actions draw from the keys, so the keys must match too."""
+    from pipelag.envs import make
+
+    base = make("MinAtar/Breakout-v0")
+    deltas, t = (1, 2, 3, 4), 60
+    acts = jax.random.randint(jax.random.PRNGKey(5), (t,), 0, base.num_actions)
+
+    def rollout(env):
+        def body(state, xs):
+            k, a = xs
+            state, step = env.step(k, state, a)
+            return state, (step.obs, step.reward, step.done, episode_stats(state))
+
+        state, _ = env.reset(jax.random.PRNGKey(1))
+        return jax.lax.scan(body, state, (jax.random.split(jax.random.PRNGKey(2), t), acts))[1]
+
+    big = EpisodeStats(realtime_env(base, max(deltas)))
+    batched = jax.jit(jax.vmap(lambda d: rollout(with_member_delta(big, d))))(jnp.asarray(deltas))
+    for i, d in enumerate(deltas):
+        own = jax.jit(lambda d=d: rollout(EpisodeStats(realtime_env(base, d))))()
+        jax.tree.map(lambda b, o, i=i: np.testing.assert_array_equal(np.asarray(b)[i], np.asarray(o)), batched, own)
+    assert np.asarray(batched[3][1])[:, 3].max() > np.asarray(batched[3][1])[:, 0].max()  # δ = 4 took more raw steps
+    with pytest.raises(PipelagError, match="largest δ"):
+        with_member_delta(EpisodeStats(base), 2)

@@ -388,10 +388,21 @@ def test_compatible_runs_train_in_one_batched_call_and_are_stored_per_run(tmp_pa
         assert rep.ok and len(rep.done) == 8 and len(calls(fake_dir)) == n + 8
 
 
-def test_batch_keys_group_only_runs_that_differ_in_their_dropout_rate():
+def test_batch_keys_group_only_runs_that_differ_in_delta_or_dropout_rate():
     mjx = [t for t in get_experiment("fig12").tasks(Budget(0.01, seeds=2, mujoco="mjx"))]
-    keys = {t.spec.get("dropout", 0): run_config.batch_key(t.spec) for t in mjx}
-    assert keys[0] is None and len({keys[p] for p in keys if p}) == 1
+    keys = {(t.spec["arch"], t.spec.get("dropout", 0)): run_config.batch_key(t.spec) for t in mjx}
+    drops = {keys[k] for k in keys if k[1]}
+    assert len(drops) == 1 and keys[("mlp-proj-from-obs", 0)] not in drops  # rate 0 draws no masks: alone
+    assert keys[("mlp", 0)] != keys[("mlp-proj-from-obs", 0)]  # another agent
+    # Figure 3 on MJX: each agent's δ = 1, 2, 3, 4 share one program per env, and nothing else does
+    fig3 = [t for t in get_experiment("fig3").tasks(Budget(0.01, seeds=2, mujoco="mjx")) if not t.unsupported]
+    groups: dict = {}
+    for t in fig3:
+        groups.setdefault(run_config.batch_key(t.spec), []).append(t.spec)
+    big = [g for g in groups.values() if len(g) > 1]
+    assert big and all(sorted(x["delta"] for x in g) == [1.0, 2.0, 3.0, 4.0] for g in big)
+    assert all(len({(x["env"], x["arch"], x["action_history"]) for x in g}) == 1 for g in big)
+    assert run_config.batch_key({**fig3[0].spec, "delta": 0.5}) is None  # δ < 1 changes the network
     gym = get_experiment("fig12").tasks(Budget(0.01, seeds=2))
     assert all(run_config.batch_key(t.spec) is None for t in gym)  # host envs: one process per env
     ppo = get_experiment("table10").tasks(Budget(0.01, seeds=2))
@@ -422,11 +433,12 @@ def test_a_failed_batched_call_fails_its_runs_only_and_a_rerun_resumes_in_the_sa
 
 
 def test_the_real_batched_sac_call_returns_what_each_run_alone_returns(tmp_path):
-    """run_config.batched (one vmapped SAC program for two dropout rates) against run_config per spec."""
+    """run_config.batched (one vmapped SAC program for two configs differing in δ and dropout rate)
+    against run_config per spec."""
     spec = {"algo": "sac", "env": "PointTarget-v0", "delta": 1.0, "arch": "mlp-proj-from-obs", "instantaneous": False,
             "action_history": 1, "frame_stack": 0, "steps": 150,
             "trainer_options": {"hidden": 16, "critic_hidden": 16, "batch_size": 8, "eval_episodes": 2}}
-    specs = [{**spec, "dropout": 0.2}, {**spec, "dropout": 0.5}]
+    specs = [{**spec, "dropout": 0.2}, {**spec, "dropout": 0.5, "delta": 2.0}]
     assert run_config.batch_key(specs[0]) == run_config.batch_key(specs[1]) is not None
     batched = run_config.batched(specs, [0, 1], str(tmp_path / "batch"))
     alone = run_config(specs[1], [0, 1], str(tmp_path / "alone"))  # the second member: its rate, its seeds
@@ -436,5 +448,5 @@ def test_the_real_batched_sac_call_returns_what_each_run_alone_returns(tmp_path)
     assert batched[0][0]["return"] != batched[1][0]["return"]
     again = run_config.batched(specs, [0, 1], str(tmp_path / "batch"))  # finished: read back, not trained
     assert again == batched
-    with pytest.raises(PipelagError, match="differ only in their dropout rate"):
-        run_config.batched([specs[0], {**specs[1], "delta": 2.0}], [0], str(tmp_path / "bad"))
+    with pytest.raises(PipelagError, match="differ only in δ"):
+        run_config.batched([specs[0], {**specs[1], "arch": "mlp"}], [0], str(tmp_path / "bad"))

@@ -26,6 +26,7 @@ the JAX and host versions cannot drift apart.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -298,34 +299,65 @@ class RealTime(Wrapper):
             warnings.warn(why, UserWarning, stacklevel=2)
         if env.max_episode_steps is not None:
             self.max_episode_steps = -(-env.max_episode_steps // self.delta)
+        #: a traced δ ≤ ``delta`` of one member of a vmapped batch of δs (None: ``delta``), see with_member_delta
+        self.member_delta = None
 
     def reset_env(self, key):
         env_state, obs = self.env.reset_env(key)
         return RealTimeState(env_state, jnp.zeros((), jnp.int32)), obs
 
     def step_env(self, key, state, action):
-        keys = jax.random.split(key, self.delta)
-        env_state, step = self.env.step_env(keys[0], state.env_state, action)
+        keys = jax.random.split(key, self.delta)  # split(key, n)[i] does not depend on n (≥ i + 1)
+        first = keys[0]
+        member = self.member_delta
+        if member is not None:  # a δ = 1 member steps with `key` itself, as its env without RealTime does
+            first = jnp.where(member == 1, key, first)
+        env_state, step = self.env.step_env(first, state.env_state, action)
         n = raw_steps(self.env, env_state).astype(jnp.int32)
         if self.delta > 1:
             beta_action = default_action(action, self.default_policy, jnp, self.env.noop_action)
 
-            def body(carry, k):
+            def body(carry, xs):
+                k, i = xs
                 env_state, step, n = carry
                 active = jnp.logical_not(step.done)
+                if member is not None:  # this member's tick ends after its own δ env steps
+                    active = jnp.logical_and(active, i < member)
                 new_state, new_step = self.env.step_env(k, env_state, beta_action)
                 new_n = n + raw_steps(self.env, new_state).astype(jnp.int32)
                 new_step = new_step._replace(reward=step.reward + new_step.reward)
                 return _select(active, (new_state, new_step, new_n), (env_state, step, n)), None
 
-            (env_state, step, n), _ = jax.lax.scan(body, (env_state, step, n), keys[1:])
+            (env_state, step, n), _ = jax.lax.scan(body, (env_state, step, n), (keys[1:], jnp.arange(1, self.delta)))
         return RealTimeState(env_state, n), step._replace(final_obs=step.obs)
+
+    def with_member_delta(self, delta) -> RealTime:
+        """This wrapper stepping ``delta`` env steps per agent step instead (a traced integer in
+        [1, ``self.delta``]: one member of several δs vmapped as one program). It still loops ``self.delta``
+        times, the steps past ``delta`` masked out; keys are those of ``RealTime(env, delta)``, and a member
+        with δ = 1 gets those of the bare env, so each member computes what its own env computes."""
+        view = copy.copy(self)
+        view.member_delta = jnp.asarray(delta, jnp.int32)
+        return view
 
     def raw_steps(self, state):
         return state.last_raw_steps
 
     def __repr__(self):
         return f"RealTime({self.env!r}, delta={self.delta}, default_policy={self.default_policy!r})"
+
+
+def with_member_delta(env: JaxEnv, delta) -> JaxEnv:
+    """``env`` (a wrapper chain holding a :class:`RealTime`) with that RealTime stepping ``delta`` env
+    steps per agent step (see ``RealTime.with_member_delta``); the other wrappers are shallow copies."""
+    if isinstance(env, RealTime):
+        return env.with_member_delta(delta)
+    if not isinstance(env, Wrapper):
+        raise PipelagError("batching several δs needs the env built with the largest δ (> 1): no RealTime "
+                           "wrapper found in the env")
+    view = copy.copy(env)
+    view.env = with_member_delta(env.env, delta)
+    return view
 
 
 def realtime_env(env: JaxEnv, delta: int | float, default_policy: str = "repeat") -> JaxEnv:

@@ -18,7 +18,7 @@ tests inject a fake one with the same signature (``trainer=``).
 **Compatible configs batched with vmap.** A trainer may also have ``batch_key(config) -> key | None`` and
 ``batched(configs, seeds, out_dir) -> [{seed: result}, ...]``: runs with the same (non-None) key and the
 same missing seeds are trained by one ``batched`` call, as one vmapped program (``run_config``: SAC runs
-on a JAX env that differ only in their dropout rate > 0, e.g. Figure 12). Each run's records still go to
+on a JAX env that differ only in δ and/or dropout rate, e.g. Figure 12, Figure 3). Each run's records go to
 the store on their own; the group has its own run directory (resumed as a whole). ``batch=False`` (CLI
 ``--no-batch``) trains every run on its own.
 """
@@ -105,14 +105,23 @@ def check_config(config: dict[str, Any]) -> str | None:
 run_config.check = check_config  # the sweep asks a trainer's ``check`` before running it
 
 
+#: spec fields that runs of one batch may differ in (SACConfig fields the trainer takes as per-member data)
+BATCHED_FIELDS = ("dropout", "delta")
+
+
 def batch_key(config: dict[str, Any]) -> str | None:
     """Runs with the same key train as one vmapped program (:func:`run_batched`); None: on their own.
-    SAC on a JAX env (MJX, PointTarget) with dropout > 0: everything but the dropout rate."""
-    if config.get("algo") != "sac" or not config.get("dropout"):
+    SAC on a JAX env (MJX, PointTarget) at a whole δ ≥ 1: everything but the δ and the dropout rate, and
+    whether it drops at all (rate 0 draws no masks: its own program)."""
+    if config.get("algo") != "sac":
         return None
     if not (str(config["env"]).startswith(MJX_PREFIX) or config["env"] in ("PointTarget-v0",)):
         return None  # a gymnasium env on the host: one process per env, nothing to vmap
-    return json.dumps({k: v for k, v in config.items() if k != "dropout"}, sort_keys=True, default=str)
+    delta = config.get("delta", 1.0)
+    if delta < 1 or delta != int(delta):
+        return None  # δ < 1 changes the network (layers per tick)
+    rest = {k: v for k, v in config.items() if k not in BATCHED_FIELDS}
+    return json.dumps({**rest, "drops": bool(config.get("dropout"))}, sort_keys=True, default=str)
 
 
 def run_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: str) -> list[dict[int, dict[str, Any]]]:
@@ -120,10 +129,14 @@ def run_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: str) -
     (resumed if it holds a checkpoint). Returns one ``{seed: result}`` per config, in order."""
     keys = {batch_key(c) for c in configs}
     if len(keys) != 1 or None in keys:
-        raise PipelagError("run_batched needs configs that differ only in their dropout rate (> 0), SAC on a JAX env")
+        raise PipelagError("run_batched needs SAC configs on a JAX env that differ only in δ (whole, ≥ 1) and "
+                           "dropout rate (all > 0 or all 0)")
     _, run = _load_algo("sac")
-    cfg = _sac_config(configs[0])
-    rates = [float(c["dropout"]) for c in configs]
+    varying = [f for f in BATCHED_FIELDS if len({float(c.get(f) or 0.0) for c in configs}) > 1]
+    batch = [{f: float(c.get(f) or 0.0) for f in varying} for c in configs]
+    base = dict(configs[0])
+    base["delta"] = max(float(c.get("delta", 1.0)) for c in configs)  # the program's; run() takes it from batch
+    cfg = _sac_config(base)
     out: list[dict[int, dict[str, Any]]] = [{} for _ in configs]
     for first, n in _ranges(seeds):
         d = Path(out_dir) if len(seeds) == n else Path(out_dir) / f"seeds-{first}-{first + n - 1}"
@@ -131,10 +144,10 @@ def run_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: str) -
         if state == "finished":
             res = json.loads((d / "results.json").read_text())
         else:
-            res = run(cfg, str(d), num_seeds=n, seed=first, resume=state == "resume", dropout_rates=rates)
-        by_rate = {float(m["dropout"]): m for m in res["members"]}
-        for i, r in enumerate(rates):
-            out[i].update(_per_seed(by_rate[r], "eval_return_mean_action", {"sampled": "eval_return_sampled"}))
+            res = run(cfg, str(d), num_seeds=n, seed=first, resume=state == "resume", batch=batch)
+        for i, b in enumerate(batch):
+            member = next(m for m in res["members"] if all(float(m[f]) == v for f, v in b.items()))
+            out[i].update(_per_seed(member, "eval_return_mean_action", {"sampled": "eval_return_sampled"}))
     return out
 
 

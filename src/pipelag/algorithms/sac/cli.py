@@ -102,10 +102,10 @@ def config_from_args(args: argparse.Namespace):
             raise PipelagError(f"{args.out} holds a run of another algorithm")
         num_seeds, seed = stored.pop("num_seeds"), stored.pop("seed")
         stored.pop("backend", None)
-        if "dropout_rates" in stored:
-            raise PipelagError(f"{args.out} holds dropout rates {stored['dropout_rates']} batched in one program; "
+        if "batch" in stored:
+            raise PipelagError(f"{args.out} holds the configs {stored['batch']} batched in one program; "
                                "resume it where it was started: the same `pipelag sweep` command, or "
-                               "pipelag.algorithms.sac.train.run(..., resume=True, dropout_rates=[...])")
+                               "pipelag.algorithms.sac.train.run(..., resume=True, batch=[...])")
         return SACConfig.from_dict(stored), num_seeds, seed
     if not getattr(args, "out", None):
         raise PipelagError("--out is required (the run directory for results and checkpoints)")

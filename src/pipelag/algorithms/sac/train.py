@@ -24,6 +24,7 @@ are rounded down to a multiple of ``policy_frequency``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -185,8 +186,16 @@ class Runner(NamedTuple):
     key: jax.Array
     step: jax.Array  # transitions recorded
     env_state: Any  # JAX driver only (None on the host)
-    #: this member's dropout rate when several rates train as one vmapped program (None: the config's)
-    dropout_rate: Any = None
+    #: this member's config when several configs train as one vmapped program (None: the driver's)
+    member: Any = None
+
+
+class Member(NamedTuple):
+    """What one member of a batch of configs (one vmapped program) has of its own: the actor's dropout
+    rate and the env's δ (each None when the batch does not vary it)."""
+
+    dropout: Any = None
+    delta: Any = None
 
 
 class SACAgent:
@@ -224,9 +233,12 @@ class SACAgent:
         view.learner.net = view.net
         return view
 
+    def for_member(self, member: Member | None) -> SACAgent:
+        """The agent of a member: itself, or a view with the member's dropout rate."""
+        return self if member is None or member.dropout is None else self.with_dropout_rate(member.dropout)
+
     def for_runner(self, runner: Runner) -> SACAgent:
-        """The agent of ``runner``'s member: itself, or a view with the member's dropout rate."""
-        return self if runner.dropout_rate is None else self.with_dropout_rate(runner.dropout_rate)
+        return self.for_member(runner.member)
 
     # ------------------------------------------------------------------ per seed, unbatched
     def init_runner(self, key: jax.Array, obs: jax.Array, env_state: Any = None) -> Runner:
@@ -337,22 +349,28 @@ class JaxDriver:
         self.agent = SACAgent(config, spec)
         self.config = self.agent.config
 
-    def init(self, key: jax.Array, dropout_rate=None) -> Runner:
-        """A member's runner; ``dropout_rate``: its own actor dropout rate (several rates as one vmapped
-        program, see :func:`run`'s ``dropout_rates``), None for the config's."""
+    def init(self, key: jax.Array, member: Member | None = None) -> Runner:
+        """A member's runner; ``member``: its own dropout rate / δ (several configs as one vmapped
+        program, see :func:`run`'s ``batch``), None for the driver's config."""
         k_env, k_agent = jax.random.split(key)
-        env_state, obs = self.env.reset(k_env)
+        env_state, obs = self.env_for(member).reset(k_env)
         runner = self.agent.init_runner(k_agent, obs, env_state)
-        if dropout_rate is not None:
-            runner = runner._replace(dropout_rate=jnp.asarray(dropout_rate, jnp.float32))
-        return runner
+        return runner._replace(member=member)
+
+    def env_for(self, member: Member | None):
+        """The env of a member: the driver's, or a view stepping the member's δ (built with the largest)."""
+        if member is None or member.delta is None:
+            return self.env
+        from pipelag.envs.wrappers import with_member_delta
+
+        return with_member_delta(self.env, member.delta)
 
     def _env_step(self, runner: Runner, mode: str):
         from pipelag.envs.wrappers import episode_stats
 
         runner = self.agent.for_runner(runner).act(runner, mode)
         key, k_env = jax.random.split(runner.key)
-        env_state, st = self.env.step(k_env, runner.env_state, runner.action)
+        env_state, st = self.env_for(runner.member).step(k_env, runner.env_state, runner.action)
         runner = runner._replace(env_state=env_state, key=key)
         runner = self.agent.observe(runner, st.reward, st.terminated, st.truncated, st.final_obs, st.obs)
         ret, _, _, ended = episode_stats(env_state)
@@ -395,22 +413,22 @@ class JaxDriver:
         runner, (ret, ended, metrics) = jax.lax.scan(body, runner, None, length=iterations)
         return runner, _summary(ret, ended, metrics)
 
-    def evaluate(self, actor_params, key: jax.Array, episodes: int, mode: str = "mean", dropout_rate=None):
+    def evaluate(self, actor_params, key: jax.Array, episodes: int, mode: str = "mean", member: Member | None = None):
         """Returns ``[episodes]`` undiscounted raw-env returns (episodes cut at ``eval_max_steps``).
-        ``dropout_rate``: the member's actor dropout rate (None: the config's)."""
-        agent = self.agent if dropout_rate is None else self.agent.with_dropout_rate(dropout_rate)
+        ``member``: the member's dropout rate / δ (None: the driver's config)."""
+        agent, env = self.agent.for_member(member), self.env_for(member)
         net = agent.net
 
         def one(k):
             k_reset, k_run = jax.random.split(k)
-            env_state, obs = self.env.reset(k_reset)
+            env_state, obs = env.reset(k_reset)
             s = net.initial_state(actor_params, obs)
 
             def body(c, kk):
                 env_state, s, obs, ret, done = c
                 k_a, k_e = jax.random.split(kk)
                 action, s2, _ = agent.policy(actor_params, s, obs, k_a, mode)
-                env_state, st = self.env.step(k_e, env_state, action)
+                env_state, st = env.step(k_e, env_state, action)
                 ret = ret + jnp.where(done, 0.0, st.reward)
                 return (env_state, s2, st.obs, ret, jnp.logical_or(done, st.done)), None
 
@@ -429,9 +447,9 @@ class JaxDriver:
         return self._cached((kind, n), lambda: jax.jit(jax.vmap(f), donate_argnums=0))
 
     def compiled_eval(self, mode: str):
-        """``f(actor_params, keys[, dropout_rates])`` vmapped over the members."""
-        def f(params, key, rate=None):
-            return self.evaluate(params, key, self.config.eval_episodes, mode, rate)
+        """``f(actor_params, keys[, members])`` vmapped over the members."""
+        def f(params, key, member=None):
+            return self.evaluate(params, key, self.config.eval_episodes, mode, member)
 
         return self._cached(("eval", mode), lambda: jax.jit(jax.vmap(f)))
 
@@ -655,7 +673,7 @@ def make_driver(config: SACConfig, num_seeds: int = 1, seed: int = 0):
 
 def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: bool = False,
         progress: bool = True, *, driver=None, stop_after_steps: int | None = None,
-        time_budget_s: float | None = None, dropout_rates: list[float] | None = None) -> dict[str, Any]:
+        time_budget_s: float | None = None, batch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``num_seeds`` seeds (``seed``, ``seed + 1``, …) of ``config`` into the run directory ``out``.
 
     Writes config.json, metrics.jsonl, checkpoint.msgpack (every ``checkpoint_every`` steps and at the end),
@@ -668,19 +686,22 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
     ``"stopped_early"`` (steps reached, steps planned) in them: SAC has no schedule tied to the planned
     length, so this is exactly a run of the shorter length. Returns the results.
 
-    ``dropout_rates`` (JAX envs): train every seed at each of these actor dropout rates (all > 0) as
-    one vmapped program, ``len(dropout_rates) × num_seeds`` members; member (rate, seed) starts from
-    the key of ``seed``, as a run of ``config.replace(dropout=rate)`` does. ``config.dropout`` is
-    ignored. results.json then holds every member (``"dropout"``: their rates) and ``"members"``: one
-    results dict per rate, as its own run would write it; policies go to ``policy/dropout_<rate>/``.
+    ``batch`` (JAX envs): configs that differ from ``config`` only in ``dropout`` and/or ``delta``, as
+    dicts of those fields (e.g. ``[{"dropout": 0.1}, {"dropout": 0.2}]`` or ``[{"delta": 1}, {"delta": 2}]``),
+    trained as one vmapped program of ``len(batch) × num_seeds`` members: member (config, seed) starts
+    from the key of ``seed`` and computes what a run of ``config.replace(**that dict)`` computes. The
+    program loops the largest δ's env steps per agent step (the others masked) and drops only if every
+    rate is > 0. results.json then holds every member (``"batch"``: each member's dict) and
+    ``"members"``: one results dict per config, as its own run would write it; policies go to
+    ``policy/<config>/seed_<s>``.
     """
     from pipelag.algorithms.common import Progress, RunDir
 
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise PipelagError(f"num_seeds must be a positive integer, got {num_seeds!r}")
-    rates = check_dropout_rates(dropout_rates, config)
-    if rates is not None:
-        config = config.replace(dropout=rates[0])  # the actor drops (its rate comes from each member)
+    batch = check_batch(batch, config)
+    if batch is not None:  # the program's config: the largest δ, and dropout if the members drop
+        config = config.replace(**{k: max(b[k] for b in batch) for k in batch[0]})
     config = config.validate()
     if time_budget_s is not None and not time_budget_s > 0:
         raise PipelagError(f"--time-budget must be a positive number of seconds, got {time_budget_s!r}")
@@ -689,18 +710,21 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
     own = driver is None
     # build the env and the agent first: a bad env/architecture fails before anything is written
     driver = make_driver(config, num_seeds, seed) if own else driver
+    if own and batch is not None and "delta" in batch[0]:  # evaluation episodes as long as the smallest δ's
+        small = make_jax_env(config.replace(delta=min(b["delta"] for b in batch)))[1]
+        driver.spec = dataclasses.replace(driver.spec, eval_max_steps=small.eval_max_steps)
     if driver.config != config or (backend == "host" and (driver.num_seeds, driver.seed) != (num_seeds, seed)):
         raise PipelagError("the driver passed to run() was built for another config or other seeds")
     try:
         rundir = RunDir(out)
-        batch = {} if rates is None else {"dropout_rates": rates}
+        stored = {} if batch is None else {"batch": batch}
         resuming = rundir.prepare({"algo": "sac", **config.to_dict(), "num_seeds": num_seeds, "seed": seed,
-                                   "backend": backend, **batch}, resume=resume)
-        member_seeds = seeds if rates is None else [s for _ in rates for s in seeds]
-        member_rates = None if rates is None else [r for r in rates for _ in seeds]
+                                   "backend": backend, **stored}, resume=resume)
+        member_seeds = seeds if batch is None else [s for _ in batch for s in seeds]
+        members = None if batch is None else [b for b in batch for _ in seeds]
         book = _Book(rundir, config, member_seeds, Progress(driver.agent.total_steps, len(member_seeds),
                                                             tag=f"sac {config.env_id}", enabled=progress),
-                     rates=member_rates)
+                     members=members)
         keys = jnp.stack([jax.random.PRNGKey(s) for s in member_seeds])
         loop = _run_jax if backend == "jax" else _run_host
         return loop(driver, book, keys, resuming, stop_after_steps, time_budget_s or math.inf)
@@ -709,30 +733,58 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
             driver.close()
 
 
-def check_dropout_rates(rates, config: SACConfig) -> list[float] | None:
-    """``run``'s ``dropout_rates`` as a list of floats (None stays None); a clear error otherwise."""
-    if rates is None:
+#: the SACConfig fields a batch of configs may vary (one vmapped program, see ``run``'s ``batch``)
+BATCHABLE_FIELDS = ("dropout", "delta")
+
+
+def check_batch(batch, config: SACConfig) -> list[dict[str, Any]] | None:
+    """``run``'s ``batch`` as a list of dicts with the same keys (None stays None); a clear error otherwise."""
+    if batch is None:
         return None
     from pipelag.networks.pipeline import check_dropout
 
-    rates = [check_dropout(r) for r in (rates if isinstance(rates, list | tuple) else [rates])]
-    if not rates or min(rates) <= 0 or len(set(rates)) != len(rates):
-        raise PipelagError(f"dropout_rates must be distinct probabilities in (0, 1), got {rates!r}: rate 0 "
-                           "(no dropout) draws no masks, so it runs as its own config (dropout=0)")
+    if not isinstance(batch, list | tuple) or not batch or not all(isinstance(b, dict) for b in batch):
+        raise PipelagError(f"batch must be a non-empty list of dicts such as {{'dropout': 0.1}}, got {batch!r}")
+    keys = set(batch[0])
+    bad = keys - set(BATCHABLE_FIELDS)
+    if bad or not keys or any(set(b) != keys for b in batch):
+        raise PipelagError(f"every config of a batch must set the same fields, among {', '.join(BATCHABLE_FIELDS)} "
+                           f"(the others are one program's), got {batch!r}")
+    out = []
+    for b in batch:
+        b = dict(b)
+        if "dropout" in b:
+            b["dropout"] = check_dropout(b["dropout"])
+            if b["dropout"] <= 0:
+                raise PipelagError(f"a batch of dropout rates needs rates > 0, got {b['dropout']!r}: rate 0 "
+                                   "(no dropout) draws no masks, so it runs as its own config (dropout=0)")
+        if "delta" in b:
+            d = b["delta"]
+            if isinstance(d, bool) or not isinstance(d, int | float) or d < 1 or d != int(d):
+                raise PipelagError(f"a batch of δs needs whole numbers ≥ 1 (δ < 1 changes the network), got {d!r}")
+            b["delta"] = float(d)
+        out.append(b)
+    if len({tuple(sorted(b.items())) for b in out}) != len(out):
+        raise PipelagError(f"the configs of a batch must differ, got {batch!r}")
     if resolve_backend(config.validate()) != "jax":
-        raise PipelagError(f"dropout_rates batches configs into one jitted program, which needs a JAX env; "
-                           f"{config.env_id!r} runs on the host. Use its MJX port (MJX/...) or run each rate "
-                           "as its own config (dropout=p)")
-    return rates
+        raise PipelagError(f"a batch of configs is one jitted program, which needs a JAX env; {config.env_id!r} "
+                           "runs on the host. Use its MJX port (MJX/...) or run each config on its own")
+    return out
+
+
+def member_name(b: dict[str, Any]) -> str:
+    """A batch member's config as a folder name, e.g. ``delta_2-dropout_0.1``."""
+    return "-".join(f"{k}_{v:g}" for k, v in sorted(b.items()))
 
 
 class _Book:
     """Bookkeeping shared by both loops: curves, metrics.jsonl, progress lines, checkpoints, results.
-    ``seeds`` and ``rates`` (dropout rates batched into one program, or None): one entry per member."""
+    ``seeds`` and ``members`` (each member's config fields when configs are batched, or None): one entry
+    per member."""
 
-    def __init__(self, rundir, config: SACConfig, seeds: list[int], prog, rates: list[float] | None = None):
+    def __init__(self, rundir, config: SACConfig, seeds: list[int], prog, members: list[dict] | None = None):
         self.rundir, self.config, self.seeds, self.prog = rundir, config, seeds, prog
-        self.rates = rates
+        self.members = members
         self.logger = rundir.logger()
         self.curves: dict[str, list] = {"step": [], "episode_return": []}
         self.started = False
@@ -783,22 +835,25 @@ class _Book:
                                  eval_mean=np.asarray(eval_mean), eval_sample=np.asarray(eval_sample))
         eval_mean, eval_sample = np.asarray(eval_mean), np.asarray(eval_sample)
         steps = {"agent_steps": int(np.asarray(runner.step)[0])}
-        if self.rates is None:
+        if self.members is None:
             policies = export_policies(agent, runner.sac.actor_params, self.rundir.path / "policy", self.seeds)
             results = _results(self.config, self.seeds, eval_mean, eval_sample,
                                {**steps, **extra, "policies": policies})
-        else:  # one results dict (and policy folder) per rate, then all members together
+        else:  # one results dict (and policy folder) per config, then all members together
             members, policies = [], []
-            for rate in dict.fromkeys(self.rates):
-                idx = [i for i, r in enumerate(self.rates) if r == rate]
+            for name in dict.fromkeys(member_name(m) for m in self.members):
+                idx = [i for i, m in enumerate(self.members) if member_name(m) == name]
+                config = self.config.replace(**self.members[idx[0]])
                 params = jax.tree.map(lambda x, idx=idx: x[np.asarray(idx)], runner.sac.actor_params)
                 seeds = [self.seeds[i] for i in idx]
-                pol = export_policies(agent, params, self.rundir.path / "policy" / f"dropout_{rate:g}", seeds)
+                view = copy.copy(agent)
+                view.config = config  # the exported policy's build arguments (δ) are the member's
+                pol = export_policies(view, params, self.rundir.path / "policy" / name, seeds)
                 policies += pol
-                members.append(_results(self.config.replace(dropout=rate), seeds, eval_mean[idx], eval_sample[idx],
+                members.append(_results(config, seeds, eval_mean[idx], eval_sample[idx],
                                         {**steps, **extra, "policies": pol}))
             results = {**_results(self.config, self.seeds, eval_mean, eval_sample,
-                                  {**steps, **extra, "policies": policies}), "dropout": list(self.rates),
+                                  {**steps, **extra, "policies": policies}), "batch": list(self.members),
                        "members": members}
         self.rundir.write_results(results)
         self.logger.close()
@@ -817,10 +872,17 @@ def _stopped_early(step: int, total: int) -> dict[str, Any]:
     return {"stopped_early": {"reason": "time budget", "agent_steps": int(step), "planned_agent_steps": int(total)}}
 
 
+def _member_arrays(members: list[dict[str, Any]]) -> Member:
+    """The members' own config fields as arrays with a leading member axis (None for fields not batched)."""
+    m = members[0]
+    return Member(dropout=jnp.asarray([x["dropout"] for x in members], jnp.float32) if "dropout" in m else None,
+                  delta=jnp.asarray([x["delta"] for x in members], jnp.int32) if "delta" in m else None)
+
+
 def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_steps, time_budget_s: float):
     config = driver.config
-    rates = () if book.rates is None else (jnp.asarray(book.rates, jnp.float32),)  # per member, if batched
-    runner = driver.compiled_init()(keys, *rates)
+    members = () if book.members is None else (_member_arrays(book.members),)  # per member, if batched
+    runner = driver.compiled_init()(keys, *members)
     done_chunks = 0
     if resuming:
         runner, meta = book.restore(runner)
@@ -828,7 +890,7 @@ def _run_jax(driver: JaxDriver, book: _Book, keys, resuming: bool, stop_after_st
 
     def evaluate(mode, salt):
         f = driver.compiled_eval(mode)
-        return np.asarray(f(runner.sac.actor_params, jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys), *rates))
+        return np.asarray(f(runner.sac.actor_params, jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys), *members))
 
     plan = driver.chunks()
     t0 = _clock()
