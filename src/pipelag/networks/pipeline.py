@@ -367,7 +367,8 @@ class PipelinedNetwork:
         if not self.uses_dropout:
             return None
         if key is None:
-            raise PipelagError(f"{self.name} has dropout: {where}(...) needs a PRNG key; pass "
+            rate = f" {self.dropout:g}" if isinstance(self.dropout, float) else ""  # a traced rate has no value
+            raise PipelagError(f"{self.name} has dropout{rate}: {where}(...) needs a PRNG key; pass "
                                f"key=jax.random.PRNGKey(...) (a fresh one per tick for step/output), or build "
                                "the network with dropout=0")
         return key
