@@ -115,7 +115,9 @@ def batch_key(config: dict[str, Any]) -> str | None:
     whether it drops at all (rate 0 draws no masks: its own program)."""
     if config.get("algo") != "sac":
         return None
-    if not (str(config["env"]).startswith(MJX_PREFIX) or config["env"] in ("PointTarget-v0",)):
+    from pipelag.algorithms.sac.toy import TOY_ENVS
+
+    if not (str(config["env"]).startswith(MJX_PREFIX) or config["env"] in TOY_ENVS):
         return None  # a gymnasium env on the host: one process per env, nothing to vmap
     delta = config.get("delta", 1.0)
     if delta < 1 or delta != int(delta):
