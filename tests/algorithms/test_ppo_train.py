@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 
 from pipelag.algorithms.common.toy_envs import DelayedCue
 from pipelag.algorithms.ppo import PPO, PPOConfig, Runner, run, train_seeds
+from pipelag.algorithms.ppo.cli import config_from_args
 from pipelag.cli import main as cli_main
 from pipelag.errors import PipelagError
 
@@ -250,3 +252,31 @@ def test_auto_conv_impl_on_a_gpu_avoids_grouped_convolutions_of_vmapped_seeds(mo
     assert (vmapped_seed_count("auto", 3), vmapped_seed_count("map", 3), vmapped_seed_count("vmap", 1)) == (3, 1, 1)
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert conv_impl_for(PPOConfig(), vmapped_seeds=1) == "gemm" and vmapped_seed_count("auto", 3) == 1
+
+
+def test_deltas_batched_in_one_program_train_as_their_own_runs(tmp_path):
+    """run(batch=[{"delta": 1}, {"delta": 2}]) trains every (δ, seed) member as one vmapped program; each
+    member ends where its own run (that δ, same seed) ends: δ = 2 masks nothing of the program's loop,
+    δ = 1 masks the second env step and has no RealTime in its own run. DelayedCue draws its targets
+    from the keys, so the keys must match too."""
+    env = DelayedCue(num_actions=3, lag=1, max_steps=8, terminate_prob=0.2)
+    cfg = PPOConfig(env_id="toy", arch="mlp", hidden=8, critic_hidden=8, num_envs=4, num_steps=8,
+                    total_timesteps=4 * 8 * 3, eval_episodes=4, checkpoint_every=1)
+    batched = run(cfg, [0, 1], str(tmp_path / "b"), env=env, progress=False, batch=[{"delta": 1}, {"delta": 2}])
+    assert batched["batch"] == [{"delta": 1.0}] * 2 + [{"delta": 2.0}] * 2 and batched["seeds"] == [0, 1, 0, 1]
+    params = jax.tree.leaves(batched["runner_state"].params)
+    for i, d in enumerate((1.0, 2.0)):
+        own = run(cfg.replace(delta=d), [0, 1], env=env, progress=False)
+        member = batched["members"][i]
+        assert member["delta"] == d and member["seeds"] == [0, 1]
+        assert member["env_steps_per_agent_step"] == int(d)
+        np.testing.assert_allclose(member["eval_sampled"]["per_seed"], own["eval_sampled"]["per_seed"], rtol=1e-5)
+        for x, y in zip(params, jax.tree.leaves(own["runner_state"].params), strict=True):
+            np.testing.assert_allclose(np.asarray(x)[2 * i:2 * i + 2], np.asarray(y), rtol=1e-4, atol=1e-6)
+    ns = argparse.Namespace(algo="ppo", resume=True, out=str(tmp_path / "b"))
+    with pytest.raises(PipelagError, match="batched in one program; resume it where it was started"):
+        config_from_args(ns)
+    for bad, match in (([{"delta": 0.5}], "whole numbers"), ([{"dropout": 0.1}], "only in δ"),
+                       ([{"delta": 2}, {"delta": 2.0}], "must differ")):
+        with pytest.raises(PipelagError, match=match):
+            run(cfg, [0], env=env, progress=False, batch=bad)

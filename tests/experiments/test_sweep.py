@@ -389,6 +389,7 @@ def test_compatible_runs_train_in_one_batched_call_and_are_stored_per_run(tmp_pa
 
 
 def test_batch_keys_group_only_runs_that_differ_in_delta_or_dropout_rate():
+    """SAC: δ and dropout rate; PPO: δ; never δ < 1, another agent, env or budget."""
     mjx = [t for t in get_experiment("fig12").tasks(Budget(0.01, seeds=2, mujoco="mjx"))]
     keys = {(t.spec["arch"], t.spec.get("dropout", 0)): run_config.batch_key(t.spec) for t in mjx}
     drops = {keys[k] for k in keys if k[1]}
@@ -405,8 +406,12 @@ def test_batch_keys_group_only_runs_that_differ_in_delta_or_dropout_rate():
     assert run_config.batch_key({**fig3[0].spec, "delta": 0.5}) is None  # δ < 1 changes the network
     gym = get_experiment("fig12").tasks(Budget(0.01, seeds=2))
     assert all(run_config.batch_key(t.spec) is None for t in gym)  # host envs: one process per env
-    ppo = get_experiment("table10").tasks(Budget(0.01, seeds=2))
-    assert all(run_config.batch_key(t.spec) is None for t in ppo)
+    # Table 10: each PPO agent's δ = 1 and δ = 4 share one program per env; the baselines run alone
+    ppo: dict = {}
+    for t in get_experiment("table10").tasks(Budget(0.01, seeds=2)):
+        ppo.setdefault(run_config.batch_key(t.spec), []).append(t.spec)
+    assert sorted(len(g) for g in ppo.values()) == [1, 1] + [2] * 16
+    assert all(sorted(x["delta"] for x in g) == [1.0, 4.0] for g in ppo.values() if len(g) == 2)
     # other seeds or another budget never share a call
     a, b = mjx[-1], get_experiment("fig12").tasks(Budget(0.02, seeds=2, mujoco="mjx"))[-1]
     assert run_config.batch_key(a.spec) != run_config.batch_key(b.spec)
@@ -450,3 +455,18 @@ def test_the_real_batched_sac_call_returns_what_each_run_alone_returns(tmp_path)
     assert again == batched
     with pytest.raises(PipelagError, match="differ only in δ"):
         run_config.batched([specs[0], {**specs[1], "arch": "mlp"}], [0], str(tmp_path / "bad"))
+
+
+def test_the_real_batched_ppo_call_returns_what_each_run_alone_returns(tmp_path):
+    """run_config.batched for PPO runs that differ only in δ (one vmapped program) against run_config."""
+    spec = {"algo": "ppo", "env": "MinAtar/Breakout-v0", "delta": 1.0, "arch": "cnn", "instantaneous": False,
+            "action_history": 0, "frame_stack": 0, "steps": 32,
+            "trainer_options": {"channels": [2, 2, 2], "hidden": 8, "critic_hidden": 8, "num_envs": 4,
+                                "num_steps": 4, "eval_episodes": 2, "eval_max_steps": 20}}
+    specs = [spec, {**spec, "delta": 2.0}]
+    assert run_config.batch_key(specs[0]) == run_config.batch_key(specs[1]) is not None
+    batched = run_config.batched(specs, [0], str(tmp_path / "batch"))
+    alone = run_config(specs[1], [0], str(tmp_path / "alone"))
+    assert batched[1][0]["return"] == pytest.approx(alone[0]["return"], rel=1e-5)
+    assert batched[1][0]["agent_steps"] == alone[0]["agent_steps"] == 32
+    assert run_config.batched(specs, [0], str(tmp_path / "batch")) == batched  # finished: read back

@@ -111,17 +111,19 @@ BATCHED_FIELDS = ("dropout", "delta")
 
 def batch_key(config: dict[str, Any]) -> str | None:
     """Runs with the same key train as one vmapped program (:func:`run_batched`); None: on their own.
-    SAC on a JAX env (MJX, PointTarget) at a whole δ ≥ 1: everything but the δ and the dropout rate, and
-    whether it drops at all (rate 0 draws no masks: its own program)."""
-    if config.get("algo") != "sac":
+    At a whole δ ≥ 1 (δ < 1 changes the network): PPO runs that differ only in δ; SAC runs on a JAX env
+    (MJX, PointTarget) that differ only in δ and dropout rate (but not in whether they drop at all: rate
+    0 draws no masks, its own program)."""
+    algo = config.get("algo")
+    delta = config.get("delta", 1.0)
+    if algo not in ("ppo", "sac") or delta < 1 or delta != int(delta):
         return None
+    if algo == "ppo":  # PPO trains on JAX envs only
+        return json.dumps({k: v for k, v in config.items() if k != "delta"}, sort_keys=True, default=str)
     from pipelag.algorithms.sac.toy import TOY_ENVS
 
     if not (str(config["env"]).startswith(MJX_PREFIX) or config["env"] in TOY_ENVS):
         return None  # a gymnasium env on the host: one process per env, nothing to vmap
-    delta = config.get("delta", 1.0)
-    if delta < 1 or delta != int(delta):
-        return None  # δ < 1 changes the network (layers per tick)
     rest = {k: v for k, v in config.items() if k not in BATCHED_FIELDS}
     return json.dumps({**rest, "drops": bool(config.get("dropout"))}, sort_keys=True, default=str)
 
@@ -131,8 +133,10 @@ def run_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: str) -
     (resumed if it holds a checkpoint). Returns one ``{seed: result}`` per config, in order."""
     keys = {batch_key(c) for c in configs}
     if len(keys) != 1 or None in keys:
-        raise PipelagError("run_batched needs SAC configs on a JAX env that differ only in δ (whole, ≥ 1) and "
-                           "dropout rate (all > 0 or all 0)")
+        raise PipelagError("run_batched needs PPO configs that differ only in δ (whole, ≥ 1), or SAC configs on a "
+                           "JAX env that differ only in δ and dropout rate (all > 0 or all 0)")
+    if configs[0]["algo"] == "ppo":
+        return _run_ppo_batched(configs, seeds, out_dir)
     _, run = _load_algo("sac")
     varying = [f for f in BATCHED_FIELDS if len({float(c.get(f) or 0.0) for c in configs}) > 1]
     batch = [{f: float(c.get(f) or 0.0) for f in varying} for c in configs]
@@ -181,14 +185,12 @@ def _resume_state(out_dir: str | Path) -> str:
 
 
 def _run_ppo(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
-    config_cls, run = _load_algo("ppo")
+    _, run = _load_algo("ppo")
     state = _resume_state(out_dir)
     if state == "finished":
         res = json.loads((Path(out_dir) / "results.json").read_text())
     else:
-        cfg = config_cls(**_trainer_fields(config))
-        cfg = cfg.replace(checkpoint_every=max(1, cfg.num_updates // 10))  # updates
-        res = run(cfg, seeds=seeds, out_dir=out_dir, resume=state == "resume")
+        res = run(_ppo_config(config), seeds=seeds, out_dir=out_dir, resume=state == "resume")
     return _per_seed(res, "eval_sampled", {"greedy": "eval_greedy", "train_last5pct": "train_return_last5pct"})
 
 
@@ -199,6 +201,26 @@ def _sac_config(config: dict[str, Any]):
     if cfg.learning_starts >= steps // 2:  # a small budget: keep some learning (paper: 10k of 1M steps)
         cfg = cfg.replace(learning_starts=max(cfg.batch_size, steps // 10))
     return cfg.replace(checkpoint_every=max(1, steps // 10))  # agent steps
+
+
+def _ppo_config(config: dict[str, Any]):
+    config_cls, _ = _load_algo("ppo")
+    cfg = config_cls(**_trainer_fields(config))
+    return cfg.replace(checkpoint_every=max(1, cfg.num_updates // 10))  # updates
+
+
+def _run_ppo_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: str) -> list[dict[int, dict[str, Any]]]:
+    _, run = _load_algo("ppo")
+    deltas = [float(c["delta"]) for c in configs]
+    cfg = _ppo_config({**configs[0], "delta": max(deltas)})
+    state = _resume_state(out_dir)
+    if state == "finished":
+        res = json.loads((Path(out_dir) / "results.json").read_text())
+    else:
+        res = run(cfg, seeds=seeds, out_dir=out_dir, resume=state == "resume", batch=[{"delta": d} for d in deltas])
+    by_delta = {float(m["delta"]): m for m in res["members"]}
+    extras = {"greedy": "eval_greedy", "train_last5pct": "train_return_last5pct"}
+    return [_per_seed(by_delta[d], "eval_sampled", extras) for d in deltas]
 
 
 def _run_sac(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:

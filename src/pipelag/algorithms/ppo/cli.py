@@ -75,6 +75,10 @@ def config_from_args(args: argparse.Namespace):
             raise PipelagError(f"nothing to resume: {path} does not exist")
         stored = dict(read_json(path)["config"])
         stored.pop("algo", None)
+        if "batch" in stored:
+            raise PipelagError(f"{args.out} holds the configs {stored['batch']} batched in one program; resume it "
+                               "where it was started: the same `pipelag sweep` command, or "
+                               "pipelag.algorithms.ppo.train.run(..., resume=True, batch=[...])")
         seeds = stored.pop("seeds")
         return PPOConfig.from_dict(stored), seeds
     if args.seeds < 1:

@@ -65,6 +65,8 @@ class RunnerState(NamedTuple):
     #: planned length of training in updates (a runtime value: it only sets the learning-rate annealing,
     #: so one compiled program serves any length)
     num_updates: jax.Array
+    #: this member's δ when several δs train as one vmapped program (None: the config's), see run's batch
+    delta: Any = None
 
 
 class Transition(NamedTuple):
@@ -127,15 +129,25 @@ class PPO:
         return c.lr * (1.0 - opt_step.astype(jnp.float32) / total.astype(jnp.float32))
 
     # ------------------------------------------------------------------ init
-    def init(self, rng: jax.Array) -> RunnerState:
+    def init(self, rng: jax.Array, delta=None) -> RunnerState:
+        """``delta``: this member's own δ (several δs as one vmapped program, see :func:`run`'s ``batch``;
+        the env was built with the largest), None for the config's."""
         c = self.config
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
         params = {"actor": self.actor.init(k_actor), "critic": self.critic.init(k_critic)}
-        env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_env, c.num_envs))
+        env_state, obs = jax.vmap(self.env_for(delta).reset)(jax.random.split(k_env, c.num_envs))
         actor_state = self.actor.initial_state(params["actor"], obs)
         return RunnerState(params, self.tx.init(params), env_state, obs, actor_state,
                            jnp.ones((c.num_envs,), bool), rng, jnp.zeros((), jnp.int32),
-                           jnp.asarray(c.num_updates, jnp.int32))
+                           jnp.asarray(c.num_updates, jnp.int32), delta)
+
+    def env_for(self, delta=None) -> JaxEnv:
+        """The env of a member: the training env, or a view stepping the member's own δ."""
+        if delta is None:
+            return self.env
+        from pipelag.envs.wrappers import with_member_delta
+
+        return with_member_delta(self.env, delta)
 
     # ------------------------------------------------------------------ rollout
     def _act(self, params, actor_state, obs, key, greedy: bool = False):
@@ -147,11 +159,11 @@ class PPO:
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
         return action, logp
 
-    def _env_step(self, params, env_state, obs, actor_state, action, key):
+    def _env_step(self, params, env_state, obs, actor_state, action, key, env: JaxEnv):
         """Step every env with a_t, advance the actor, reset its activations where an episode ended."""
         n = obs.shape[0]
         actor_state = advance(self.actor, params, actor_state, obs, action)
-        env_state, step = jax.vmap(self.env.step)(jax.random.split(key, n), env_state, action)
+        env_state, step = jax.vmap(env.step)(jax.random.split(key, n), env_state, action)
         done = jnp.logical_or(step.terminated, step.truncated)
         fresh = self.actor.initial_state(params, step.obs)
         actor_state = jax.tree.map(
@@ -159,13 +171,13 @@ class PPO:
         return env_state, step, done, actor_state
 
     def rollout(self, rs: RunnerState) -> tuple[RunnerState, Transition]:
-        pa = rs.params["actor"]
+        pa, env = rs.params["actor"], self.env_for(rs.delta)
 
         def tick(rs: RunnerState, _):
             rng, k_act, k_env = jax.random.split(rs.rng, 3)
             action, logp = self._act(pa, rs.actor_state, rs.obs, k_act)
             env_state, step, done, actor_state = self._env_step(pa, rs.env_state, rs.obs, rs.actor_state, action,
-                                                                k_env)
+                                                                k_env, env)
             ret, raw_len, _, ended = episode_stats(env_state)
             tr = Transition(rs.obs, action, logp, step.reward.astype(jnp.float32), step.terminated, done, rs.first,
                             step.final_obs, jnp.where(ended, ret, 0.0), jnp.where(ended, raw_len, 0), ended)
@@ -234,18 +246,18 @@ class PPO:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, params, rng: jax.Array, greedy: bool = False, num_episodes: int | None = None,
-                 max_steps: int | None = None) -> dict[str, jax.Array]:
+                 max_steps: int | None = None, delta=None) -> dict[str, jax.Array]:
         """One episode in each of ``num_episodes`` fresh envs (a separate instance from training).
         Returns raw-env episode returns [num_episodes] and whether each episode finished within
-        ``max_steps`` agent steps (an unfinished one keeps its return so far)."""
-        c = self.config
+        ``max_steps`` agent steps (an unfinished one keeps its return so far). ``delta``: the member's δ."""
+        c, env = self.config, self.env_for(delta)
         n = c.eval_episodes if num_episodes is None else num_episodes
         max_steps = max_steps or c.eval_max_steps
         if n == 0:  # evaluation switched off
             return {"returns": jnp.zeros((0,)), "lengths": jnp.zeros((0,)), "finished": jnp.zeros((0,), bool)}
         pa = params["actor"]
         k_reset, rng = jax.random.split(rng)
-        env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_reset, n))
+        env_state, obs = jax.vmap(env.reset)(jax.random.split(k_reset, n))
         actor_state = self.actor.initial_state(pa, obs)
         zeros = jnp.zeros((n,), jnp.float32)
         carry = (env_state, obs, actor_state, jnp.zeros((n,), bool), zeros, zeros, jnp.zeros((), jnp.int32), rng)
@@ -257,7 +269,7 @@ class PPO:
             env_state, obs, actor_state, finished, ret, length, t, rng = carry
             rng, k_act, k_env = jax.random.split(rng, 3)
             action, _ = self._act(pa, actor_state, obs, k_act, greedy=greedy)
-            env_state, step, done, actor_state = self._env_step(pa, env_state, obs, actor_state, action, k_env)
+            env_state, step, done, actor_state = self._env_step(pa, env_state, obs, actor_state, action, k_env, env)
             active = jnp.logical_not(finished)
             ret = ret + jnp.where(active, step.reward, 0.0)
             length = length + active.astype(jnp.float32)
@@ -266,10 +278,10 @@ class PPO:
         out = jax.lax.while_loop(cond, body, carry)
         return {"returns": out[4], "lengths": out[5], "finished": out[3]}
 
-    def evaluate_both(self, params, rng: jax.Array) -> dict[str, dict[str, jax.Array]]:
+    def evaluate_both(self, params, rng: jax.Array, delta=None) -> dict[str, dict[str, jax.Array]]:
         """Sampled and greedy evaluation in one program (vmapped over the greedy flag)."""
         keys = jax.random.split(rng)
-        out = jax.vmap(lambda k, g: self.evaluate(params, k, g))(keys, jnp.array([False, True]))
+        out = jax.vmap(lambda k, g: self.evaluate(params, k, g, delta=delta))(keys, jnp.array([False, True]))
         return {"sampled": jax.tree.map(lambda x: x[0], out), "greedy": jax.tree.map(lambda x: x[1], out)}
 
 
@@ -312,21 +324,27 @@ def _mean_se(x: np.ndarray) -> tuple[float, float]:
 
 
 class Runner:
-    """Chunked training of several seeds (vmapped) with progress, checkpoints and resume."""
+    """Chunked training of several seeds (vmapped) with progress, checkpoints and resume. ``deltas``: one
+    δ per seed (member) when several δs train as one program (``config.delta`` is their largest)."""
 
-    def __init__(self, config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = None):
+    def __init__(self, config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = None,
+                 deltas: Sequence[int] | None = None):
         self.config = config.validate()
         self.seeds = [int(s) for s in seeds]
         if not self.seeds:
             raise PipelagError("give at least one seed")
+        self.deltas = None if deltas is None else [int(d) for d in deltas]
         how = self.config.seed_batching
         self.ppo = PPO(config, env, vmapped_seed_count(how, len(self.seeds)))
         self._init = jax.jit(over_seeds(self.ppo.init, how))
         self._chunks: dict[int, Any] = {}
         self._eval = jax.jit(over_seeds(self.ppo.evaluate_both, how))
 
+    def _members(self) -> tuple:
+        return () if self.deltas is None else (jnp.asarray(self.deltas, jnp.int32),)
+
     def init_state(self) -> RunnerState:
-        return self._init(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]))
+        return self._init(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]), *self._members())
 
     def chunk(self, rs: RunnerState, n: int) -> tuple[RunnerState, dict[str, jax.Array]]:
         if n not in self._chunks:
@@ -337,12 +355,13 @@ class Runner:
     def evaluate(self, params, update: int) -> dict[str, dict[str, np.ndarray]]:
         """Sampled and greedy evaluation of every seed; keys depend on (seed, update) only."""
         keys = jnp.stack([_eval_key(s, update) for s in self.seeds])
-        return jax.tree.map(np.asarray, self._eval(params, keys))
+        return jax.tree.map(np.asarray, self._eval(params, keys, *self._members()))
 
 
 def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = None, resume: bool = False,
         env: JaxEnv | None = None, progress: bool = True, stop_after_updates: int | None = None,
-        runner: Runner | None = None, time_budget_s: float | None = None) -> dict[str, Any]:
+        runner: Runner | None = None, time_budget_s: float | None = None,
+        batch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``seeds`` (vmapped) in jitted chunks of updates; between chunks print progress, log
     metrics, evaluate (every ``config.eval_every`` updates) and checkpoint (every
     ``config.checkpoint_every``). With ``out_dir`` everything is written there atomically
@@ -356,19 +375,31 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
     of what fits) — the same compiled program, the learning rate annealed over the new length, so the
     result is that of a run configured with the smaller ``total_timesteps`` (written to config.json).
     If the estimate still overruns, training stops at the budget (``stopped_by_time_budget``) and is
-    evaluated as it is. Returns the results dict (also ``results.json``)."""
+    evaluated as it is. Returns the results dict (also ``results.json``).
+
+    ``batch``: configs that differ from ``config`` only in a whole δ ≥ 1, as ``[{"delta": 1}, {"delta": 2}, …]``,
+    trained as one vmapped program of ``len(batch) × len(seeds)`` members (the env loops the largest δ's
+    steps, the others masked; member (δ, seed) computes what a run of ``config.replace(delta=δ)`` with that
+    seed computes). results.json then holds every member (``"batch"``) and ``"members"``: one results dict
+    per δ, as its own run would write it."""
     from pipelag.algorithms.common import Progress, RunDir
 
+    deltas = check_batch(batch)
     c = config.validate()
+    if deltas is not None:
+        c = c.replace(delta=float(max(deltas)))  # the program's env loops the largest δ
+    member_seeds = [int(s) for s in seeds] if deltas is None else [int(s) for _ in deltas for s in seeds]
+    member_deltas = None if deltas is None else [d for d in deltas for _ in seeds]
     if runner is None:
-        runner = Runner(c, seeds, env)
-    elif runner.config != c or runner.seeds != [int(s) for s in seeds]:
+        runner = Runner(c, member_seeds, env, member_deltas)
+    elif runner.config != c or runner.seeds != member_seeds or runner.deltas != member_deltas:
         raise PipelagError("the runner passed to run() was built for another config or other seeds")
     seeds = runner.seeds
     if resume and out_dir is None:
         raise PipelagError("resume needs an out_dir")
     rundir = RunDir(out_dir) if out_dir is not None else None
-    resuming = rundir.prepare({"algo": "ppo", **c.to_dict(), "seeds": seeds}, resume) if rundir else False
+    stored = {} if deltas is None else {"batch": [{"delta": float(d)} for d in deltas]}
+    resuming = rundir.prepare({"algo": "ppo", **c.to_dict(), "seeds": seeds, **stored}, resume) if rundir else False
     logger = rundir.logger() if rundir is not None else None
     t_start = time.perf_counter()
     chunk = c.chunk_size
@@ -435,11 +466,11 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
                 if rundir is not None:
                     from pipelag.algorithms.common.io import atomic_write_json, read_json
 
-                    stored = read_json(rundir.path / rundir.CONFIG)
-                    stored["config"] = {"algo": "ppo", **c.to_dict(), "seeds": seeds}
-                    stored["time_budget"] = {"budget_s": time_budget_s, "planned_total_timesteps":
-                                             config.total_timesteps}
-                    atomic_write_json(rundir.path / rundir.CONFIG, stored)
+                    stored_json = read_json(rundir.path / rundir.CONFIG)
+                    stored_json["config"] = {"algo": "ppo", **c.to_dict(), "seeds": seeds, **stored}
+                    stored_json["time_budget"] = {"budget_s": time_budget_s, "planned_total_timesteps":
+                                                  config.total_timesteps}
+                    atomic_write_json(rundir.path / rundir.CONFIG, stored_json)
                     logger.truncate_after(0)
                 compile_s = timing["compile_s"]
                 rs, done, curves, evals, timing = fresh()
@@ -486,6 +517,14 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
     timing["total_s"] = time.perf_counter() - t_start
     curves_arr = {k: np.concatenate(v, axis=1) for k, v in curves.items()}
     results = _results(c, seeds, curves_arr, final, timing, done)
+    if deltas is not None:  # one results dict per δ, as its own run would write it
+        results["batch"] = [{"delta": float(d)} for d in member_deltas]
+        results["members"] = []
+        for d in deltas:
+            idx = np.asarray([i for i, x in enumerate(member_deltas) if x == d])
+            results["members"].append(_results(
+                c.replace(delta=float(d)), [seeds[i] for i in idx], {k: v[idx] for k, v in curves_arr.items()},
+                jax.tree.map(lambda x, idx=idx: x[idx], final), dict(timing), done))
     results["stopped_by_time_budget"] = stopped_by_time
     if time_budget_s:
         results["time_budget_s"] = time_budget_s
@@ -502,6 +541,25 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
     prog.message(_summary(results))
     results["runner_state"] = rs
     return results
+
+
+def check_batch(batch) -> list[int] | None:
+    """``run``'s ``batch`` as a list of whole δs (None stays None); one clear error otherwise."""
+    if batch is None:
+        return None
+    if not isinstance(batch, list | tuple) or not batch or not all(isinstance(b, dict) for b in batch):
+        raise PipelagError(f"batch must be a non-empty list of dicts such as {{'delta': 2}}, got {batch!r}")
+    if any(set(b) != {"delta"} for b in batch):
+        raise PipelagError(f"PPO batches configs that differ only in δ ({{'delta': …}} dicts), got {batch!r}")
+    deltas = []
+    for b in batch:
+        d = b["delta"]
+        if isinstance(d, bool) or not isinstance(d, int | float) or d < 1 or d != int(d):
+            raise PipelagError(f"a batch of δs needs whole numbers ≥ 1 (δ < 1 changes the network), got {d!r}")
+        deltas.append(int(d))
+    if len(set(deltas)) != len(deltas):
+        raise PipelagError(f"the δs of a batch must differ, got {batch!r}")
+    return deltas
 
 
 def _results(c: PPOConfig, seeds, curves, final, timing, updates_done: int) -> dict[str, Any]:
