@@ -349,7 +349,10 @@ class RealTime(Wrapper):
 
 def with_member_delta(env: JaxEnv, delta) -> JaxEnv:
     """``env`` (a wrapper chain holding a :class:`RealTime`) with that RealTime stepping ``delta`` env
-    steps per agent step (see ``RealTime.with_member_delta``); the other wrappers are shallow copies."""
+    steps per agent step (see ``RealTime.with_member_delta``); the other wrappers are shallow copies.
+    ``delta`` None: ``env`` itself (a run of one config)."""
+    if delta is None:
+        return env
     if isinstance(env, RealTime):
         return env.with_member_delta(delta)
     if not isinstance(env, Wrapper):

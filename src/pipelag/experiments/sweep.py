@@ -137,23 +137,15 @@ def run_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: str) -
                            "JAX env that differ only in δ and dropout rate (all > 0 or all 0)")
     if configs[0]["algo"] == "ppo":
         return _run_ppo_batched(configs, seeds, out_dir)
-    _, run = _load_algo("sac")
     varying = [f for f in BATCHED_FIELDS if len({float(c.get(f) or 0.0) for c in configs}) > 1]
     batch = [{f: float(c.get(f) or 0.0) for f in varying} for c in configs]
     base = dict(configs[0])
     base["delta"] = max(float(c.get("delta", 1.0)) for c in configs)  # the program's; run() takes it from batch
-    cfg = _sac_config(base)
     out: list[dict[int, dict[str, Any]]] = [{} for _ in configs]
-    for first, n in _ranges(seeds):
-        d = Path(out_dir) if len(seeds) == n else Path(out_dir) / f"seeds-{first}-{first + n - 1}"
-        state = _resume_state(d)
-        if state == "finished":
-            res = json.loads((d / "results.json").read_text())
-        else:
-            res = run(cfg, str(d), num_seeds=n, seed=first, resume=state == "resume", batch=batch)
+    for res in _sac_ranges(_sac_config(base), seeds, out_dir, batch=batch):
         for i, b in enumerate(batch):
             member = next(m for m in res["members"] if all(float(m[f]) == v for f, v in b.items()))
-            out[i].update(_per_seed(member, "eval_return_mean_action", {"sampled": "eval_return_sampled"}))
+            out[i].update(_per_seed(member, "eval_return_mean_action", _SAC_EXTRAS))
     return out
 
 
@@ -184,14 +176,25 @@ def _resume_state(out_dir: str | Path) -> str:
     return "fresh"
 
 
-def _run_ppo(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
-    _, run = _load_algo("ppo")
+def _finished_or_trained(out_dir: str | Path, train: Callable[[bool], dict[str, Any]]) -> dict[str, Any]:
+    """The results.json of ``out_dir`` if its run finished; else ``train(resume)`` (resume: a checkpoint
+    is there)."""
     state = _resume_state(out_dir)
     if state == "finished":
-        res = json.loads((Path(out_dir) / "results.json").read_text())
-    else:
-        res = run(_ppo_config(config), seeds=seeds, out_dir=out_dir, resume=state == "resume")
-    return _per_seed(res, "eval_sampled", {"greedy": "eval_greedy", "train_last5pct": "train_return_last5pct"})
+        return json.loads((Path(out_dir) / "results.json").read_text())
+    return train(state == "resume")
+
+
+#: per-seed numbers besides the main evaluation (their results.json keys): PPO's (main: sampled), SAC's (mean action)
+_PPO_EXTRAS = {"greedy": "eval_greedy", "train_last5pct": "train_return_last5pct"}
+_SAC_EXTRAS = {"sampled": "eval_return_sampled"}
+
+
+def _run_ppo(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
+    _, run = _load_algo("ppo")
+    res = _finished_or_trained(out_dir, lambda resume: run(_ppo_config(config), seeds=seeds, out_dir=out_dir,
+                                                           resume=resume))
+    return _per_seed(res, "eval_sampled", _PPO_EXTRAS)
 
 
 def _sac_config(config: dict[str, Any]):
@@ -213,29 +216,29 @@ def _run_ppo_batched(configs: list[dict[str, Any]], seeds: list[int], out_dir: s
     _, run = _load_algo("ppo")
     deltas = [float(c["delta"]) for c in configs]
     cfg = _ppo_config({**configs[0], "delta": max(deltas)})
-    state = _resume_state(out_dir)
-    if state == "finished":
-        res = json.loads((Path(out_dir) / "results.json").read_text())
-    else:
-        res = run(cfg, seeds=seeds, out_dir=out_dir, resume=state == "resume", batch=[{"delta": d} for d in deltas])
+    res = _finished_or_trained(out_dir, lambda resume: run(cfg, seeds=seeds, out_dir=out_dir, resume=resume,
+                                                           batch=[{"delta": d} for d in deltas]))
     by_delta = {float(m["delta"]): m for m in res["members"]}
-    extras = {"greedy": "eval_greedy", "train_last5pct": "train_return_last5pct"}
-    return [_per_seed(by_delta[d], "eval_sampled", extras) for d in deltas]
+    return [_per_seed(by_delta[d], "eval_sampled", _PPO_EXTRAS) for d in deltas]
 
 
 def _run_sac(config: dict[str, Any], seeds: list[int], out_dir: str) -> dict[int, dict[str, Any]]:
     """SAC trains a contiguous range of seeds per call: one call (and sub-directory) per range."""
-    _, run = _load_algo("sac")
-    cfg = _sac_config(config)
     out: dict[int, dict[str, Any]] = {}
+    for res in _sac_ranges(_sac_config(config), seeds, out_dir):
+        out.update(_per_seed(res, "eval_return_mean_action", _SAC_EXTRAS))
+    return out
+
+
+def _sac_ranges(cfg, seeds: list[int], out_dir: str, **run_kwargs) -> list[dict[str, Any]]:
+    """The results of ``cfg`` for each contiguous range of ``seeds`` (SAC trains one range per call, in
+    its own sub-directory unless the range is all the seeds), read back where that run finished."""
+    _, run = _load_algo("sac")
+    out = []
     for first, n in _ranges(seeds):
         d = Path(out_dir) if len(seeds) == n else Path(out_dir) / f"seeds-{first}-{first + n - 1}"
-        state = _resume_state(d)
-        if state == "finished":
-            res = json.loads((d / "results.json").read_text())
-        else:
-            res = run(cfg, str(d), num_seeds=n, seed=first, resume=state == "resume")
-        out.update(_per_seed(res, "eval_return_mean_action", {"sampled": "eval_return_sampled"}))
+        out.append(_finished_or_trained(d, lambda resume, d=d, first=first, n=n: run(
+            cfg, str(d), num_seeds=n, seed=first, resume=resume, **run_kwargs)))
     return out
 
 

@@ -30,12 +30,16 @@ def check_seed_batching(how: str) -> str:
     return how
 
 
+def _in_turn(how: str) -> bool:
+    """Whether seeds run one after another (``lax.map``) on the device JAX runs on now."""
+    return how == "map" or (how == "auto" and jax.default_backend() == "cpu")
+
+
 def vmapped_seed_count(how: str, seeds: int) -> int:
     """How many seeds one vmapped program holds when ``seeds`` run as ``how`` says (1: one at a time),
     for the device JAX runs on now."""
     check_seed_batching(how)
-    sequential = how == "map" or (how == "auto" and jax.default_backend() == "cpu")
-    return 1 if sequential else max(1, int(seeds))
+    return 1 if _in_turn(how) else max(1, int(seeds))
 
 
 def over_seeds(fn: Callable, how: str = "auto") -> Callable:
@@ -44,9 +48,7 @@ def over_seeds(fn: Callable, how: str = "auto") -> Callable:
     check_seed_batching(how)
 
     def mapped(*args):
-        # decided when traced, i.e. for the device it compiles for
-        sequential = how == "map" or (how == "auto" and jax.default_backend() == "cpu")
-        if sequential:
+        if _in_turn(how):  # decided when traced, i.e. for the device it compiles for
             return jax.lax.map(lambda a: fn(*a), args)
         return jax.vmap(fn)(*args)
 

@@ -143,8 +143,6 @@ class PPO:
 
     def env_for(self, delta=None) -> JaxEnv:
         """The env of a member: the training env, or a view stepping the member's own δ."""
-        if delta is None:
-            return self.env
         from pipelag.envs.wrappers import with_member_delta
 
         return with_member_delta(self.env, delta)
@@ -545,21 +543,10 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
 
 def check_batch(batch) -> list[int] | None:
     """``run``'s ``batch`` as a list of whole δs (None stays None); one clear error otherwise."""
-    if batch is None:
-        return None
-    if not isinstance(batch, list | tuple) or not batch or not all(isinstance(b, dict) for b in batch):
-        raise PipelagError(f"batch must be a non-empty list of dicts such as {{'delta': 2}}, got {batch!r}")
-    if any(set(b) != {"delta"} for b in batch):
-        raise PipelagError(f"PPO batches configs that differ only in δ ({{'delta': …}} dicts), got {batch!r}")
-    deltas = []
-    for b in batch:
-        d = b["delta"]
-        if isinstance(d, bool) or not isinstance(d, int | float) or d < 1 or d != int(d):
-            raise PipelagError(f"a batch of δs needs whole numbers ≥ 1 (δ < 1 changes the network), got {d!r}")
-        deltas.append(int(d))
-    if len(set(deltas)) != len(deltas):
-        raise PipelagError(f"the δs of a batch must differ, got {batch!r}")
-    return deltas
+    from pipelag.algorithms.common.batch import check_batch as check_fields
+
+    out = check_fields(batch, ("delta",), "δ")
+    return None if out is None else [int(b["delta"]) for b in out]
 
 
 def _results(c: PPOConfig, seeds, curves, final, timing, updates_done: int) -> dict[str, Any]:

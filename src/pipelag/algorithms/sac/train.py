@@ -359,11 +359,9 @@ class JaxDriver:
 
     def env_for(self, member: Member | None):
         """The env of a member: the driver's, or a view stepping the member's δ (built with the largest)."""
-        if member is None or member.delta is None:
-            return self.env
         from pipelag.envs.wrappers import with_member_delta
 
-        return with_member_delta(self.env, member.delta)
+        return with_member_delta(self.env, None if member is None else member.delta)
 
     def _env_step(self, runner: Runner, mode: str):
         from pipelag.envs.wrappers import episode_stats
@@ -739,33 +737,18 @@ BATCHABLE_FIELDS = ("dropout", "delta")
 
 def check_batch(batch, config: SACConfig) -> list[dict[str, Any]] | None:
     """``run``'s ``batch`` as a list of dicts with the same keys (None stays None); a clear error otherwise."""
-    if batch is None:
-        return None
+    from pipelag.algorithms.common.batch import check_batch as check_fields
     from pipelag.networks.pipeline import check_dropout
 
-    if not isinstance(batch, list | tuple) or not batch or not all(isinstance(b, dict) for b in batch):
-        raise PipelagError(f"batch must be a non-empty list of dicts such as {{'dropout': 0.1}}, got {batch!r}")
-    keys = set(batch[0])
-    bad = keys - set(BATCHABLE_FIELDS)
-    if bad or not keys or any(set(b) != keys for b in batch):
-        raise PipelagError(f"every config of a batch must set the same fields, among {', '.join(BATCHABLE_FIELDS)} "
-                           f"(the others are one program's), got {batch!r}")
-    out = []
-    for b in batch:
-        b = dict(b)
+    out = check_fields(batch, BATCHABLE_FIELDS, "δ and/or dropout rate")
+    if out is None:
+        return None
+    for b in out:
         if "dropout" in b:
             b["dropout"] = check_dropout(b["dropout"])
             if b["dropout"] <= 0:
                 raise PipelagError(f"a batch of dropout rates needs rates > 0, got {b['dropout']!r}: rate 0 "
                                    "(no dropout) draws no masks, so it runs as its own config (dropout=0)")
-        if "delta" in b:
-            d = b["delta"]
-            if isinstance(d, bool) or not isinstance(d, int | float) or d < 1 or d != int(d):
-                raise PipelagError(f"a batch of δs needs whole numbers ≥ 1 (δ < 1 changes the network), got {d!r}")
-            b["delta"] = float(d)
-        out.append(b)
-    if len({tuple(sorted(b.items())) for b in out}) != len(out):
-        raise PipelagError(f"the configs of a batch must differ, got {batch!r}")
     if resolve_backend(config.validate()) != "jax":
         raise PipelagError(f"a batch of configs is one jitted program, which needs a JAX env; {config.env_id!r} "
                            "runs on the host. Use its MJX port (MJX/...) or run each config on its own")
