@@ -47,17 +47,36 @@ def env_only(driver: HostDriver, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+class _TimedEnv:
+    """The driver's env with the wall time spent inside ``step`` counted (to split host from device time)."""
+
+    def __init__(self, env):
+        self.env, self.seconds = env, 0.0
+
+    def step(self, actions):
+        t0 = time.perf_counter()
+        out = self.env.step(actions)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+
 def pipelag_loop(driver: HostDriver, warm: int, train: int) -> dict[str, float]:
-    """Steps/s of the host driver before and after learning_starts (compile excluded)."""
+    """Steps/s of the host driver before and after learning_starts (compile excluded), and the share of
+    the training steps' wall time spent in the host env's ``step``."""
     c = driver.config
     runner = driver.init(jnp.stack([jax.random.PRNGKey(0)] * driver.num_seeds))
     # compile every variant: random steps, then the first train steps (critic only, critic + actor)
     runner, _ = driver.run_steps(runner, c.learning_starts + 2 * c.policy_frequency)
     jax.block_until_ready(runner.sac)
+    timed = driver.env = _TimedEnv(driver.env)
     t0 = time.perf_counter()
     runner, _ = driver.run_steps(runner, train)
     jax.block_until_ready(runner.sac)
     t_train = time.perf_counter() - t0
+    driver.env = timed.env
     # random-action phase: a fresh runner, time the steps after the first
     runner = driver.init(jnp.stack([jax.random.PRNGKey(1)] * driver.num_seeds))
     runner, _ = driver.run_steps(runner, 10)
@@ -66,8 +85,11 @@ def pipelag_loop(driver: HostDriver, warm: int, train: int) -> dict[str, float]:
     runner, _ = driver.run_steps(runner, warm)
     jax.block_until_ready(runner.buffer.ptr)
     t_warm = time.perf_counter() - t0
-    return {"random_phase_steps_per_s": warm / t_warm, "train_steps_per_s": train / t_train,
-            "updates_per_s": train / t_train}
+    n = driver.num_seeds
+    return {"seeds": n, "random_phase_steps_per_s": warm / t_warm, "train_steps_per_s": train / t_train,
+            "updates_per_s": train / t_train, "updates_per_s_all_seeds": n * train / t_train,
+            "env_step_share_of_train_time": timed.seconds / t_train,
+            "min_per_1M_steps_all_seeds": 1e6 / (train / t_train) / 60}
 
 
 class NumpyBuffer:
@@ -177,23 +199,34 @@ def main(argv=None):
     p.add_argument("--train", type=int, default=500, help="timed training steps")
     p.add_argument("--learning-starts", type=int, default=10_000)
     p.add_argument("--buffer-size", type=int, default=1_000_000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1],
+                   help="seeds stepped in lockstep by the host driver (one env each, updates vmapped); the plain "
+                        "loop and the env-alone ceiling run with the first")
+    p.add_argument("--no-plain", action="store_true", help="skip the plain host loop and the JAX-driver row")
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = p.parse_args(argv)
     cfg = SACConfig(env_id=args.env, arch=args.arch, learning_starts=args.learning_starts,
                     buffer_size=args.buffer_size, total_timesteps=10**7, eval_episodes=0).validate()
-    driver = HostDriver(cfg, 1, 0)
-    try:
-        out = {
-            "env": args.env, "arch": args.arch, "window": driver.agent.window, "batch_size": cfg.batch_size,
-            "buffer_size": cfg.capacity, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "jax": jax.__version__, "device": str(jax.devices()[0]),
-            "env_only_steps_per_s": env_only(driver, 3000),
-            "pipelag_host_driver": pipelag_loop(driver, args.warm, args.train),
-            "plain_host_loop": plain_loop(driver, args.warm, args.train),
-            "jax_driver_on_PointTarget": jax_driver_speed(args.arch),
-        }
-    finally:
-        driver.close()
+    out = {"env": args.env, "arch": args.arch, "batch_size": cfg.batch_size, "buffer_size": cfg.capacity,
+           "cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
+           "device": str(jax.devices()[0]), "host_driver": []}
+    for i, n in enumerate(args.seeds):
+        driver = HostDriver(cfg, n, 0)
+        try:
+            out["window"] = driver.agent.window
+            row = pipelag_loop(driver, args.warm, args.train)
+            row["env_only_steps_per_s"] = env_only(driver, 3000)  # lockstep vector steps/s, all seeds
+            out["host_driver"].append(row)
+            print(json.dumps(row), flush=True)
+            if i == 0 and not args.no_plain and n == 1:
+                out["plain_host_loop"] = plain_loop(driver, args.warm, args.train)
+        finally:
+            driver.close()
+    if not args.no_plain:
+        out["jax_driver_on_PointTarget"] = jax_driver_speed(args.arch)
+    base = out["host_driver"][0]
+    for row in out["host_driver"]:
+        row["throughput_vs_first"] = row["updates_per_s_all_seeds"] / base["updates_per_s_all_seeds"]
     print(json.dumps(out, indent=2))
     if args.out:
         with open(args.out, "w") as f:
