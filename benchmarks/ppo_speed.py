@@ -65,11 +65,9 @@ def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bo
             "wall_s_per_10M_steps_each": 1e7 / (sps / seeds)}
 
 
-def profile(config, out_dir: str, updates: int = 4, top: int = 45) -> None:
+def profile(config, out_dir: str, updates: int = 4) -> None:
     """Trace `updates` updates of one seed and print the kernels that took the most device time."""
-    import glob
-    import gzip
-    from collections import defaultdict
+    from gpu_trace import print_trace_summary
 
     from pipelag.algorithms.ppo import PPO
 
@@ -79,28 +77,7 @@ def profile(config, out_dir: str, updates: int = 4, top: int = 45) -> None:
     jax.block_until_ready(step(rs))
     with jax.profiler.trace(out_dir, create_perfetto_trace=True):
         jax.block_until_ready(step(rs))
-    files = sorted(glob.glob(f"{out_dir}/**/perfetto_trace.json.gz", recursive=True))
-    if not files:
-        print(f"profile: no perfetto trace under {out_dir}")
-        return
-    with gzip.open(files[-1]) as f:
-        trace = json.load(f)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    pid_names = {e["pid"]: e["args"].get("name", "") for e in events
-                 if e.get("ph") == "M" and e.get("name") == "process_name"}
-    device_pids = {p for p, n in pid_names.items() if "GPU" in n or "gpu" in n or "stream" in n.lower()}
-    per_name, count, total, n = defaultdict(float), defaultdict(int), 0.0, 0
-    for e in events:
-        if e.get("ph") == "X" and e.get("pid") in device_pids:
-            per_name[e["name"]] += e.get("dur", 0.0)
-            count[e["name"]] += 1
-            total += e.get("dur", 0.0)
-            n += 1
-    print(f"profile ({config.compute_dtype}, {updates} updates, 1 seed): {total / 1e3:.1f} ms of device events, "
-          f"{n / updates:.0f} events per update, in {sorted(set(pid_names[p] for p in device_pids))}")
-    for name, dur in sorted(per_name.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {100 * dur / max(total, 1e-9):5.1f}%  {dur / 1e3:8.2f} ms  x{count[name] / updates:6.1f}/update  "
-              f"{name[:100]}")
+    print_trace_summary(out_dir, updates, f"{config.compute_dtype}, {updates} updates, 1 seed; a step = an update")
 
 
 def main(argv=None):

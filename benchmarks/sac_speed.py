@@ -92,6 +92,45 @@ def pipelag_loop(driver: HostDriver, warm: int, train: int) -> dict[str, float]:
             "min_per_1M_steps_all_seeds": 1e6 / (train / t_train) / 60}
 
 
+def host_breakdown(driver: HostDriver, runner, steps: int) -> dict[str, float]:
+    """Where a training step's wall time goes on the host (ms per step): the env's step, putting its
+    outputs on the device and dispatching the jitted step, waiting for the action. ``run_steps``'s loop,
+    with clocks."""
+    t = int(np.asarray(runner.step)[0])
+    env_s = put_s = wait_s = 0.0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        actions = np.asarray(runner.action)
+        t1 = time.perf_counter()
+        next_obs, reward, term, trunc, final_obs, _ = driver.env.step(actions)
+        t2 = time.perf_counter()
+        learn, n_actor, next_mode = driver.agent.schedule(t)
+        runner, _ = driver._step_fn(learn, n_actor, next_mode)(
+            runner, jnp.asarray(reward), jnp.asarray(term), jnp.asarray(trunc), jnp.asarray(final_obs),
+            jnp.asarray(next_obs))
+        t3 = time.perf_counter()
+        wait_s, env_s, put_s, t = wait_s + t1 - t0, env_s + t2 - t1, put_s + t3 - t2, t + 1
+    jax.block_until_ready(runner.sac)
+    return {"wait_for_action_ms": 1e3 * wait_s / steps, "env_step_ms": 1e3 * env_s / steps,
+            "put_and_dispatch_ms": 1e3 * put_s / steps}
+
+
+def profile_training(driver: HostDriver, steps: int, out_dir: str) -> dict:
+    """A trace of ``steps`` training steps (after ``learning_starts``) and the host-side breakdown."""
+    from gpu_trace import print_trace_summary
+
+    c = driver.config
+    runner = driver.init(jnp.stack([jax.random.PRNGKey(2)] * driver.num_seeds))
+    runner, _ = driver.run_steps(runner, c.learning_starts + 2 * c.policy_frequency)
+    jax.block_until_ready(runner.sac)
+    with jax.profiler.trace(out_dir, create_perfetto_trace=True):
+        runner, _ = driver.run_steps(runner, steps)
+        jax.block_until_ready(runner.sac)
+    s = print_trace_summary(out_dir, steps, f"{driver.num_seeds} seeds, host driver training steps")
+    return {"breakdown": host_breakdown(driver, runner, steps),
+            **{k: v for k, v in s.items() if k != "top"}, "top": s.get("top", [])[:30]}
+
+
 class NumpyBuffer:
     """cleanRL-style host replay buffer with the same window semantics as the device one."""
 
@@ -203,6 +242,8 @@ def main(argv=None):
                    help="seeds stepped in lockstep by the host driver (one env each, updates vmapped); the plain "
                         "loop and the env-alone ceiling run with the first")
     p.add_argument("--no-plain", action="store_true", help="skip the plain host loop and the JAX-driver row")
+    p.add_argument("--profile", default=None, help="trace training steps of the last --seeds driver into this "
+                   "directory and print the kernels per step and a host-side breakdown")
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = p.parse_args(argv)
     cfg = SACConfig(env_id=args.env, arch=args.arch, learning_starts=args.learning_starts,
@@ -220,6 +261,9 @@ def main(argv=None):
             print(json.dumps(row), flush=True)
             if i == 0 and not args.no_plain and n == 1:
                 out["plain_host_loop"] = plain_loop(driver, args.warm, args.train)
+            if args.profile and i == len(args.seeds) - 1:
+                out["profile"] = profile_training(driver, min(args.train, 200), args.profile)
+                print(json.dumps(out["profile"]["breakdown"]), flush=True)
         finally:
             driver.close()
     if not args.no_plain:
