@@ -47,5 +47,6 @@ def print_trace_summary(out_dir: str, steps: int, what: str, top: int = 45) -> d
     print(f"profile ({what}): {s['device_ms_per_step']:.3f} ms of device events and "
           f"{s['kernels_per_step']:.0f} events per step, in {s['devices']}")
     for k in s["top"][:top]:
-        print(f"  {100 * k['share']:5.1f}%  {k['ms_per_step']:8.4f} ms  x{k['calls_per_step']:6.1f}/step  {k['name'][:100]}")
+        print(f"  {100 * k['share']:5.1f}%  {k['ms_per_step']:8.4f} ms  x{k['calls_per_step']:6.1f}/step  "
+              f"{k['name'][:100]}")
     return s

@@ -93,21 +93,19 @@ def pipelag_loop(driver: HostDriver, warm: int, train: int) -> dict[str, float]:
 
 
 def host_breakdown(driver: HostDriver, runner, steps: int) -> dict[str, float]:
-    """Where a training step's wall time goes on the host (ms per step): the env's step, putting its
-    outputs on the device and dispatching the jitted step, waiting for the action. ``run_steps``'s loop,
-    with clocks."""
+    """Where a training step's wall time goes on the host (ms per step): waiting for the action, the env's
+    step, and ``HostDriver.step`` (putting the env's outputs on the device and dispatching the jitted
+    calls). ``run_steps``'s loop, with clocks."""
     t = int(np.asarray(runner.step)[0])
     env_s = put_s = wait_s = 0.0
+    action = runner.action
     for _ in range(steps):
         t0 = time.perf_counter()
-        actions = np.asarray(runner.action)
+        actions = np.asarray(action)
         t1 = time.perf_counter()
         next_obs, reward, term, trunc, final_obs, _ = driver.env.step(actions)
         t2 = time.perf_counter()
-        learn, n_actor, next_mode = driver.agent.schedule(t)
-        runner, _ = driver._step_fn(learn, n_actor, next_mode)(
-            runner, jnp.asarray(reward), jnp.asarray(term), jnp.asarray(trunc), jnp.asarray(final_obs),
-            jnp.asarray(next_obs))
+        runner, action, _, _ = driver.step(runner, t, reward, term, trunc, final_obs, next_obs)
         t3 = time.perf_counter()
         wait_s, env_s, put_s, t = wait_s + t1 - t0, env_s + t2 - t1, put_s + t3 - t2, t + 1
     jax.block_until_ready(runner.sac)

@@ -393,6 +393,63 @@ def test_no_step_copies_the_replay_buffer():
     assert copies(lambda r: driver.warmup(r, 3)) == []
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_next_action_of_a_pipelined_actor_is_known_before_the_update(dropout):
+    """The host driver steps its env with ``next_action`` while the device learns: it must be exactly the
+    action ``act`` takes after ``learn`` (random and sampled phases, with and without an update, dropout
+    keys included). An instantaneous actor acts on the updated parameters: it has no such action."""
+    config = SACConfig(**{**TOY, "dropout": dropout})
+    driver = JaxDriver(config)
+    agent = driver.agent
+    runner, _ = driver.warmup(driver.init(jax.random.PRNGKey(0)), config.learning_starts + 3)
+    for learn, mode, n_actor in ((False, "random", 0), (False, "sample", 0), (True, "sample", 0),
+                                 (True, "sample", 2), (True, "mean", 2)):
+        after = agent.learn(runner, n_actor)[0] if learn else runner
+        taken = agent.act(after, mode).action
+        np.testing.assert_array_equal(agent.next_action(runner, learn, mode), taken)
+        if learn and mode == "sample":  # the check has teeth: ignoring the update's keys changes the action
+            assert not np.array_equal(agent.next_action(runner, False, mode), taken)
+    instant = JaxDriver(config.replace(arch="mlp", instantaneous=True, action_history=0, dropout=0.0)).agent
+    assert not instant.acts_before_update
+    with pytest.raises(ValueError, match="instantaneous"):
+        instant.next_action(runner, True, "sample")
+
+
+def test_the_host_drivers_learning_call_reads_the_buffer_without_a_loop_or_a_copy():
+    """The host driver's step is two calls: ``store`` writes the buffer in place; ``learn`` only reads it,
+    with a plain gather: no loop over the window (on a GPU each trip made the host wait) and no copy."""
+    from pipelag.algorithms.sac.train import HostDriver
+
+    cap = 54_321
+    config = SACConfig(env_id="Pendulum-v1", hidden=16, critic_hidden=16, batch_size=8, learning_starts=16,
+                       buffer_size=cap, total_timesteps=10**6)
+    driver = HostDriver(config, 1, 0)
+    try:
+        runner = driver.init(jax.random.split(jax.random.PRNGKey(0), 1))
+        obs = np.zeros((1, 3), np.float32)
+        packed = jnp.asarray(np.concatenate([np.zeros((1, 3), np.float32), obs, obs], axis=1))
+
+        def compiled(fn, *a):
+            return fn.lower(*a).compile().as_text()
+
+        def buffer_copies(hlo):
+            return [line for line in hlo.splitlines() if " copy(" in line and str(cap) in line]
+
+        def loops_over_the_buffer(hlo):
+            return [line for line in hlo.splitlines() if " while(" in line and str(cap) in line]
+
+        store = compiled(driver._store_fn(True, "sample"), runner, packed)
+        learn = compiled(driver._learn_fn(True, 2, "sample"), runner)
+        assert buffer_copies(store) == [] and buffer_copies(learn) == []
+        assert loops_over_the_buffer(learn) == []
+        # the jitted driver's fused step (write, then read) keeps the loop: the check can see one
+        agent = driver.agent
+        fused = jax.jit(jax.vmap(lambda r: agent.learn(agent.observe(r, 0.0, False, False, obs[0], obs[0]), 2)))
+        assert loops_over_the_buffer(compiled(fused, runner)) != []
+    finally:
+        driver.close()
+
+
 def test_action_repeat_baseline_is_realtime_with_an_instantaneous_actor():
     """SAC-repeat-2 (Table 4): δ = 2 through the RealTime wrapper, an instantaneous actor (window 1);
     the pipelined actor at δ = 2 keeps its delay in ticks (window 4)."""

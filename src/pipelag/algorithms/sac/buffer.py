@@ -84,31 +84,34 @@ def buffer_add(buffer: Buffer, transition: Transition) -> Buffer:
     return Buffer(data, (buffer.ptr + 1) % cap, jnp.minimum(buffer.size + 1, cap))
 
 
-def sample_windows(buffer: Buffer, key: jax.Array, batch_size: int, window: int) -> tuple[jax.Array, jax.Array]:
+def sample_windows(buffer: Buffer, key: jax.Array, batch_size: int, window: int,
+                   read_in_loop: bool = True) -> tuple[jax.Array, jax.Array]:
     """``(idx [B, W], first [B])``: slots of ``batch_size`` windows of ``window`` consecutive transitions
     (oldest first) and the position of the latest episode start in ``1..W−1`` (0 if none).
 
-    Needs ``size ≥ window`` (the drivers start learning after ``learning_starts ≥ window`` steps)."""
+    Needs ``size ≥ window`` (the drivers start learning after ``learning_starts ≥ window`` steps).
+    ``read_in_loop``: see :func:`_read`."""
     cap = buffer.data.reward.shape[0]
     oldest = jnp.where(buffer.size >= cap, buffer.ptr, 0)
     # offset of the window's last step from the oldest stored step: window-1 .. size-1
     offset = jax.random.randint(key, (batch_size,), window - 1, jnp.maximum(buffer.size, window))
     last = (oldest + offset) % cap
     idx = (last[:, None] - (window - 1) + jnp.arange(window)[None, :]) % cap
-    starts = _read(buffer.data.start, idx)
+    starts = _read(buffer.data.start, idx, read_in_loop)
     pos = jnp.arange(window)[None, :]
     first = jnp.max(jnp.where(starts & (pos > 0), pos, 0), axis=1)
     return idx, first
 
 
-def gather(buffer: Buffer, idx: jax.Array) -> Transition:
+def gather(buffer: Buffer, idx: jax.Array, read_in_loop: bool = True) -> Transition:
     """The transitions at ``idx`` ``[B, W]``: every leaf ``[B, W, ...]``."""
-    return _read(buffer.data, idx)
+    return _read(buffer.data, idx, read_in_loop)
 
 
-def _read(data, idx: jax.Array):
+def _read(data, idx: jax.Array, in_loop: bool = True):
     """``data[idx]`` for ``idx [B, W]`` and every leaf of ``data`` (an array or a pytree of them), read
-    inside one loop over W.
+    inside one loop over W (``in_loop``), or as a plain gather in a program that does not write the buffer
+    (the host driver's learning step, which must not pay for the loop: below).
 
     Why a loop: when a step writes a transition (``buffer_add``) and then samples in the same XLA
     computation, XLA fuses the write into a plain gather (it recomputes "old buffer + new row" inside the
@@ -116,5 +119,7 @@ def _read(data, idx: jax.Array):
     ~200 MB per step for a 1M MuJoCo buffer, which made the host loop 7× slower. A read inside a loop
     body cannot absorb the write, so the write stays in place. One loop for all the fields (not one
     per field): on a GPU every loop trip costs a host round trip."""
+    if not in_loop:
+        return jax.tree.map(lambda d: d[idx], data)
     _, rows = jax.lax.scan(lambda c, i: (c, jax.tree.map(lambda d: d[i], data)), None, jnp.swapaxes(idx, 0, 1))
     return jax.tree.map(lambda r: jnp.swapaxes(r, 0, 1), rows)

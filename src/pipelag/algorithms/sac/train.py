@@ -268,23 +268,43 @@ class SACAgent:
         With ``config.dropout`` > 0 a key for this tick's dropout masks is split off ``key``: the actor
         drops in every mode (warm-up ticks, training rollouts, and evaluation with the mean or sampled
         action, as the paper applies dropout at inference too)."""
+        action, k_drop = self.draw(params, actor_state, obs, key, mode)
+        hist = history_of(actor_state)
+        _, after = self.net.step(params, actor_state, obs, action if self.net.action_spec.history else None,
+                                 key=k_drop)
+        return action, after, hist
+
+    def draw(self, params, actor_state, obs, key, mode: str):
+        """``(a_t, the tick's dropout key or None)``: the action of ``policy`` without the tick."""
         if mode not in MODES:
             raise PipelagError(f"unknown action mode {mode!r}; use one of {MODES}")
         k_drop = None
         if self.net.uses_dropout:
             key, k_drop = jax.random.split(key)
         if mode == "random":
-            action = jax.random.uniform(key, (self.spec.act_dim,), minval=self.low, maxval=self.high)
-        else:
-            out = self.net.output(params, actor_state, obs, key=k_drop)
-            if mode == "sample":
-                action, _ = sample_action(out, key, self.scale, self.bias)
-            else:
-                action = mean_action(out, self.scale, self.bias)
-        hist = history_of(actor_state)
-        _, after = self.net.step(params, actor_state, obs, action if self.net.action_spec.history else None,
-                                 key=k_drop)
-        return action, after, hist
+            return jax.random.uniform(key, (self.spec.act_dim,), minval=self.low, maxval=self.high), k_drop
+        out = self.net.output(params, actor_state, obs, key=k_drop)
+        if mode == "sample":
+            return sample_action(out, key, self.scale, self.bias)[0], k_drop
+        return mean_action(out, self.scale, self.bias), k_drop
+
+    @property
+    def acts_before_update(self) -> bool:
+        """Whether the next action is known before this step's update: a pipelined actor acts on the head
+        value it stored last tick (no parameters involved), an instantaneous one on a pass with the updated
+        parameters."""
+        return not self.net.instantaneous
+
+    def next_action(self, runner: Runner, learn: bool, mode: str) -> jax.Array:
+        """The action ``act(learn(runner)[0] if learn else runner, mode)`` takes, computed without the
+        update (``acts_before_update`` actors only): the host driver steps the env with it while the
+        device learns. The keys are split as ``learn`` and ``act`` split them (tested equal)."""
+        if not self.acts_before_update:
+            raise ValueError("an instantaneous actor's next action needs the update first")
+        key = runner.key
+        if learn:  # learn splits the runner's key twice (the windows, then the update) before act
+            key = jax.random.split(jax.random.split(key)[0])[0]
+        return self.draw(runner.sac.actor_params, runner.actor_state, runner.obs, jax.random.split(key)[1], mode)[0]
 
     def act(self, runner: Runner, mode: str) -> Runner:
         key, k = jax.random.split(runner.key)
@@ -303,15 +323,16 @@ class SACAgent:
         return runner._replace(buffer=buffer, actor_state=actor_state, obs=next_obs, start=done,
                                step=runner.step + 1)
 
-    def sample(self, runner: Runner):
-        """``(runner, windows, first)``: a batch of windows from the buffer (see :mod:`.buffer`)."""
+    def sample(self, runner: Runner, read_in_loop: bool = True):
+        """``(runner, windows, first)``: a batch of windows from the buffer (see :mod:`.buffer`).
+        ``read_in_loop=False`` only in a program that does not also write the buffer (``buffer._read``)."""
         key, k = jax.random.split(runner.key)
-        idx, first = sample_windows(runner.buffer, k, self.config.batch_size, self.window)
-        return runner._replace(key=key), gather(runner.buffer, idx), first
+        idx, first = sample_windows(runner.buffer, k, self.config.batch_size, self.window, read_in_loop)
+        return runner._replace(key=key), gather(runner.buffer, idx, read_in_loop), first
 
-    def learn(self, runner: Runner, actor_updates: int):
+    def learn(self, runner: Runner, actor_updates: int, read_in_loop: bool = True):
         """One critic update and ``actor_updates`` actor/α updates on one batch of windows."""
-        runner, window, first = self.sample(runner)
+        runner, window, first = self.sample(runner, read_in_loop)
         key, k = jax.random.split(runner.key)
         sac, metrics = self.learner.update(runner.sac, window, first, k, actor_updates)
         return runner._replace(sac=sac, key=key), metrics
@@ -522,6 +543,21 @@ def make_train(config: SACConfig, env=None):
 
 
 # ============================================================================================ host driver
+def _pack_step(reward, terminated, truncated, final_obs, next_obs) -> np.ndarray:
+    """An env step's outputs for all seeds as one float32 array [seeds, 3 + 2·obs] (one host→device copy)."""
+    n = len(reward)
+    return np.concatenate([np.asarray(reward, np.float32).reshape(n, 1), np.asarray(terminated).reshape(n, 1),
+                           np.asarray(truncated).reshape(n, 1), np.asarray(final_obs).reshape(n, -1),
+                           np.asarray(next_obs).reshape(n, -1)], axis=1, dtype=np.float32)
+
+
+def _unpack_step(packed: jax.Array, obs_shape: tuple[int, ...]):
+    """``_pack_step`` undone for one seed (inside the jitted step)."""
+    size = int(np.prod(obs_shape))
+    return (packed[0], packed[1] > 0.5, packed[2] > 0.5, packed[3:3 + size].reshape(obs_shape),
+            packed[3 + size:].reshape(obs_shape))
+
+
 class HostDriver:
     """SAC on gymnasium envs: one host env per seed (lockstep), one jitted call per env step."""
 
@@ -537,21 +573,49 @@ class HostDriver:
         self._act = {m: jax.jit(jax.vmap(partial(agent.act, mode=m)), donate_argnums=0) for m in MODES}
         self._steps: dict[tuple, Any] = {}
 
-    def _step_fn(self, learn: bool, actor_updates: int, next_mode: str):
-        """jit(vmap(observe → learn → act)) with the runner donated (in-place buffer write)."""
-        key = (learn, actor_updates, next_mode)
+    # One env step is two jitted calls, each on the donated runner:
+    #   store: write the transition (in place), reset the actor at episode ends and, for a pipelined actor,
+    #          compute the next action (``SACAgent.next_action``: it needs no update);
+    #   learn: sample windows, update, tick the actor (``act``).
+    # The host takes the action from ``store`` and steps its env while the device runs ``learn``. Why not
+    # one call: a program that writes the buffer and then reads it must read in a loop (buffer._read), and
+    # on a GPU each trip of that loop makes the host wait; the learning call only reads, with one gather.
+    def _store_fn(self, learn: bool, next_mode: str):
+        key = ("store", learn, next_mode)
+        if key not in self._steps:
+            agent, shape = self.agent, self.spec.obs_shape
+            peek = agent.acts_before_update
+
+            def one(runner, packed):
+                reward, term, trunc, final_obs, next_obs = _unpack_step(packed, shape)
+                runner = agent.observe(runner, reward, term, trunc, final_obs, next_obs)
+                return runner, (agent.next_action(runner, learn, next_mode) if peek else runner.action)
+
+            self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=0)
+        return self._steps[key]
+
+    def _learn_fn(self, learn: bool, actor_updates: int, next_mode: str):
+        key = ("learn", learn, actor_updates, next_mode)
         if key not in self._steps:
             agent = self.agent
 
-            def one(runner, reward, terminated, truncated, final_obs, next_obs):
-                runner = agent.observe(runner, reward, terminated, truncated, final_obs, next_obs)
+            def one(runner):
                 metrics = {}
                 if learn:
-                    runner, metrics = agent.learn(runner, actor_updates)
+                    runner, metrics = agent.learn(runner, actor_updates, read_in_loop=False)
                 return agent.act(runner, next_mode), metrics
 
             self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=0)
         return self._steps[key]
+
+    def step(self, runner: Runner, t: int, reward, terminated, truncated, final_obs, next_obs):
+        """Record the env step of agent step ``t`` and do what the schedule says (update, next action).
+        Returns (runner, the next action (a device array), metrics, (critic update?, actor updates))."""
+        learn, n_actor, next_mode = self.agent.schedule(t)
+        runner, action = self._store_fn(learn, next_mode)(
+            runner, _pack_step(reward, terminated, truncated, final_obs, next_obs))
+        runner, metrics = self._learn_fn(learn, n_actor, next_mode)(runner)
+        return runner, (action if self.agent.acts_before_update else runner.action), metrics, (learn, n_actor)
 
     def init(self, keys: jax.Array) -> Runner:
         obs = self.env.reset()
@@ -571,15 +635,12 @@ class HostDriver:
         """``n`` env steps. ``on_episode(seed_index, raw_return)`` is called for every finished episode.
         Returns (runner, {"updates": critic updates done, "metrics": last metrics (host floats)})."""
         t = int(np.asarray(runner.step)[0])
-        updates, last = 0, {}
+        updates, last, action = 0, {}, runner.action
         for _ in range(n):
-            actions = np.asarray(runner.action)
-            next_obs, reward, term, trunc, final_obs, stats = self.env.step(actions)
-            learn, n_actor, next_mode = self.agent.schedule(t)
-            runner, metrics = self._step_fn(learn, n_actor, next_mode)(
-                runner, jnp.asarray(reward), jnp.asarray(term), jnp.asarray(trunc), jnp.asarray(final_obs),
-                jnp.asarray(next_obs))
-            if learn:
+            next_obs, reward, term, trunc, final_obs, stats = self.env.step(np.asarray(action))
+            runner, action, metrics, (learned, n_actor) = self.step(runner, t, reward, term, trunc, final_obs,
+                                                                     next_obs)
+            if learned:
                 updates += 1
                 if n_actor:
                     last = metrics
