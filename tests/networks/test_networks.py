@@ -283,40 +283,6 @@ def test_bfloat16_compute_keeps_float32_state_and_passes_the_delay_test(arch):
     assert_delay_correct(net16, params)
 
 
-@pytest.mark.parametrize("arch", ["mlp-proj-from-obs", "cnn-skip-res"])
-def test_bfloat16_layers_cast_their_input_parts_with_the_same_numbers_and_gradients(arch):
-    """bf16 compute casts each part of a layer's input before concatenating/pooling it (fewer bytes to
-    move): bit for bit the numbers and gradients of casting the combined input inside the layer."""
-    net = small(arch, compute_dtype="bfloat16", num_actions=3, action_history=1)
-    wide = type(net).__new__(type(net))
-    wide.__dict__.update(net.__dict__, _narrow_inputs=None)  # the same network, parts cast inside the layer
-    params = params_of(net)
-    T, B = 5, 3
-    obs = jax.random.normal(jax.random.PRNGKey(1), (T, B, *net.obs_shape))
-    acts = jax.random.randint(jax.random.PRNGKey(2), (T, B), 0, 3)
-    resets = jnp.zeros((T, B), bool).at[2, 1].set(True)
-    state0 = random_state(net, params, B)
-
-    def loss(n, p):
-        return jnp.sum(jnp.sin(n.unroll_layerwise(p, state0, obs, acts, resets)))
-
-    for n in (net, wide):
-        assert n.unroll_layerwise(params, state0, obs, acts, resets).dtype == jnp.float32
-    np.testing.assert_array_equal(net.unroll_layerwise(params, state0, obs, acts, resets),
-                                  wide.unroll_layerwise(params, state0, obs, acts, resets))
-    np.testing.assert_array_equal(net.step(params, state0, obs[0], acts[0])[0],
-                                  wide.step(params, state0, obs[0], acts[0])[0])
-    g_narrow, g_wide = jax.grad(lambda p: loss(net, p))(params), jax.grad(lambda p: loss(wide, p))(params)
-    for a, b in zip(jax.tree.leaves(g_narrow), jax.tree.leaves(g_wide), strict=True):
-        np.testing.assert_array_equal(a, b)
-    # and the casts really come first: inputs are concatenated in bf16 (in float32 without the change)
-    def bf16_concats(n):
-        hlo = jax.jit(lambda p: n.unroll_layerwise(p, state0, obs, acts, resets)).lower(params).as_text()
-        return sum("concatenate" in line and "bf16>" in line.split("->")[-1] for line in hlo.splitlines())
-
-    assert bf16_concats(net) > 0 and bf16_concats(wide) == 0
-
-
 def test_unknown_compute_dtype_is_one_clear_error():
     with pytest.raises(PipelagError, match="compute_dtype"):
         small("mlp", compute_dtype="float16")

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from pipelag.errors import PipelagError
 from pipelag.networks.graph import INPUT_SOURCES, Graph, delay_profile
-from pipelag.networks.layers import COMPUTE_DTYPES, activate, apply_layer, gather_input, match_shape, module_for
+from pipelag.networks.layers import activate, apply_layer, gather_input, match_shape, module_for
 
 State = dict[str, Any]
 
@@ -89,8 +89,6 @@ class PipelinedNetwork:
         #: hidden layer → index folded into the tick key for its mask (its position in the graph)
         self._dropout_index = {n.name: i for i, n in enumerate(graph.nodes) if n.name != graph.head}
         self.modules = {n.name: module_for(n, compute_dtype, conv_impl) for n in graph.nodes}
-        #: bf16 compute: dense/conv inputs are cast before they are concatenated/pooled (None: float32)
-        self._narrow_inputs = COMPUTE_DTYPES[compute_dtype] if compute_dtype != "float32" else None
         self._reference_plan = [[(n.name,)] for n in graph.nodes]
         self._shapes, self._input_shapes = self._shapes_of_layers()
         self._fused_plan = self._make_fused_plan()
@@ -318,11 +316,6 @@ class PipelinedNetwork:
                     vals = [sources[s] if s in INPUT_SOURCES else
                             (new[s] if (all_fresh or self.graph.reads_fresh(node, s)) else stored(s, new))
                             for s in node.inputs]
-                    if self._narrow_inputs and node.op in ("dense", "conv"):
-                        # the layer casts its combined input to the compute dtype anyway: casting each part
-                        # first gives the same numbers and halves the bytes the concatenations, pads and
-                        # one-tick shifts of the unroll move
-                        vals = [v.astype(self._narrow_inputs) for v in vals]
                     xs.append(gather_input(node, vals))
                     cs.append(carries.get(name))
                 node0 = self.graph.node(group[0])
