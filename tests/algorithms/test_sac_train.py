@@ -148,6 +148,9 @@ def test_host_loop_on_a_gymnasium_env_with_resume_and_policy_export(tmp_path):
     assert np.abs(actions).max() <= 2.0 and np.abs(actions).max() > 1.0  # scaled to the action bounds
     log = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [100, 200, 300] and log[-1]["updates_per_s"] > 0
+    for key in ("q_loss", "actor_loss", "entropy", "alpha"):  # the host step's packed metrics, unpacked
+        assert np.isfinite(log[-1][key]), key
+    assert log[-1]["alpha"] != log[-1]["q_loss"]
     # the deployable policy reproduces the trained actor's mean action, tick by tick
     runner = res["runner"]
     params = jax.tree.map(lambda x: x[1], runner.sac.actor_params)

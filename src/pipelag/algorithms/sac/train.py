@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pipelag.algorithms.common.packing import Packing
 from pipelag.algorithms.sac.buffer import (
     Buffer,
     Transition,
@@ -543,6 +544,11 @@ def make_train(config: SACConfig, env=None):
 
 
 # ============================================================================================ host driver
+def _rest(runner: Runner) -> Runner:
+    """The runner without its SAC state and replay data (what the host driver packs as "rest")."""
+    return runner._replace(sac=None, buffer=runner.buffer._replace(data=None))
+
+
 def _pack_step(reward, terminated, truncated, final_obs, next_obs) -> np.ndarray:
     """An env step's outputs for all seeds as one float32 array [seeds, 3 + 2·obs] (one host→device copy)."""
     n = len(reward)
@@ -571,51 +577,95 @@ class HostDriver:
         self._init = jax.jit(jax.vmap(agent.init_runner))
         self._restart = jax.jit(jax.vmap(agent.restart_episode), donate_argnums=0)
         self._act = {m: jax.jit(jax.vmap(partial(agent.act, mode=m)), donate_argnums=0) for m in MODES}
-        self._steps: dict[tuple, Any] = {}
+        self._steps: dict[Any, Any] = {}
+        self._packing: tuple[Packing, Packing] | None = None
+        self._metric_names: dict[tuple, tuple[str, ...]] = {}
 
-    # One env step is two jitted calls, each on the donated runner:
-    #   store: write the transition (in place), reset the actor at episode ends and, for a pipelined actor,
-    #          compute the next action (``SACAgent.next_action``: it needs no update);
-    #   learn: sample windows, update, tick the actor (``act``).
+    # One env step is two jitted calls on the runner split into three parts (``pack``): the SAC state
+    # (networks and optimisers), the replay buffer and the rest (actor state, observation, keys, ...):
+    #   store: write the transition into the buffer (in place), reset the actor at episode ends and, for a
+    #          pipelined actor, compute the next action (``SACAgent.next_action``: it needs no update);
+    #          reads the SAC state, donates buffer and rest;
+    #   learn: sample windows, update, tick the actor (``act``); reads the buffer, donates SAC state and rest.
     # The host takes the action from ``store`` and steps its env while the device runs ``learn``. Why not
     # one call: a program that writes the buffer and then reads it must read in a loop (buffer._read), and
     # on a GPU each trip of that loop makes the host wait; the learning call only reads, with one gather.
+    # The SAC state and the rest travel packed, one array per dtype (common.packing): ~70 leaves per call
+    # cost the host more than the device work of a step.
+    def _packings(self, runner: Runner) -> tuple[Packing, Packing]:
+        if self._packing is None:
+            one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), runner)
+            self._packing = (Packing(one.sac), Packing(_rest(one)))
+        return self._packing
+
+    def pack(self, runner: Runner):
+        """``(sac, buffer, rest)``: the runner as the step's calls take it (the buffer as it is)."""
+        sac_pk, rest_pk = self._packings(runner)
+        if "pack" not in self._steps:
+            self._steps["pack"] = jax.jit(jax.vmap(lambda sac, rest: (sac_pk.pack(sac), rest_pk.pack(rest))))
+        sac, rest = self._steps["pack"](runner.sac, _rest(runner))
+        return sac, runner.buffer.data, rest
+
+    def unpack(self, state) -> Runner:
+        sac_pk, rest_pk = self._packing
+        if "unpack" not in self._steps:
+            self._steps["unpack"] = jax.jit(jax.vmap(lambda sac, rest: (sac_pk.unpack(sac), rest_pk.unpack(rest))))
+        sac, data, rest = state
+        sac, rest = self._steps["unpack"](sac, rest)
+        return rest._replace(sac=sac, buffer=rest.buffer._replace(data=data))
+
+    def _join(self, state) -> Runner:
+        sac_pk, rest_pk = self._packing
+        sac, data, rest = state
+        rest = rest_pk.unpack(rest)
+        return rest._replace(sac=sac_pk.unpack(sac), buffer=rest.buffer._replace(data=data))
+
     def _store_fn(self, learn: bool, next_mode: str):
         key = ("store", learn, next_mode)
         if key not in self._steps:
-            agent, shape = self.agent, self.spec.obs_shape
+            agent, shape, (_, rest_pk) = self.agent, self.spec.obs_shape, self._packing
             peek = agent.acts_before_update
 
-            def one(runner, packed):
+            def one(sac, buffer, rest, packed):
+                runner = self._join((sac, buffer, rest))
                 reward, term, trunc, final_obs, next_obs = _unpack_step(packed, shape)
                 runner = agent.observe(runner, reward, term, trunc, final_obs, next_obs)
-                return runner, (agent.next_action(runner, learn, next_mode) if peek else runner.action)
+                action = agent.next_action(runner, learn, next_mode) if peek else runner.action
+                return runner.buffer.data, rest_pk.pack(_rest(runner)), action
 
-            self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=0)
+            self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=(1, 2))
         return self._steps[key]
 
     def _learn_fn(self, learn: bool, actor_updates: int, next_mode: str):
         key = ("learn", learn, actor_updates, next_mode)
         if key not in self._steps:
-            agent = self.agent
+            agent, (sac_pk, rest_pk) = self.agent, self._packing
 
-            def one(runner):
-                metrics = {}
-                if learn:
-                    runner, metrics = agent.learn(runner, actor_updates, read_in_loop=False)
-                return agent.act(runner, next_mode), metrics
+            def one(sac, buffer, rest):
+                runner = self._join((sac, buffer, rest))
+                metrics = jnp.zeros((0,))
+                if learn:  # the metrics as one array (one buffer to hand back, not one per metric)
+                    runner, m = agent.learn(runner, actor_updates, read_in_loop=False)
+                    self._metric_names[key] = tuple(sorted(m))  # (known when traced, before the first result)
+                    metrics = jnp.stack([jnp.asarray(m[k], jnp.float32) for k in self._metric_names[key]])
+                runner = agent.act(runner, next_mode)
+                return sac_pk.pack(runner.sac), rest_pk.pack(_rest(runner)), runner.action, metrics
 
-            self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=0)
+            self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=(0, 2))
         return self._steps[key]
 
-    def step(self, runner: Runner, t: int, reward, terminated, truncated, final_obs, next_obs):
-        """Record the env step of agent step ``t`` and do what the schedule says (update, next action).
-        Returns (runner, the next action (a device array), metrics, (critic update?, actor updates))."""
+    def step(self, state, t: int, reward, terminated, truncated, final_obs, next_obs):
+        """Record the env step of agent step ``t`` in the packed runner ``state`` (``pack``) and do what the
+        schedule says (update, next action). Returns (state, the next action (a device array), metrics,
+        (critic update?, actor updates))."""
         learn, n_actor, next_mode = self.agent.schedule(t)
-        runner, action = self._store_fn(learn, next_mode)(
-            runner, _pack_step(reward, terminated, truncated, final_obs, next_obs))
-        runner, metrics = self._learn_fn(learn, n_actor, next_mode)(runner)
-        return runner, (action if self.agent.acts_before_update else runner.action), metrics, (learn, n_actor)
+        sac, data, rest = state
+        data, rest, action = self._store_fn(learn, next_mode)(
+            sac, data, rest, _pack_step(reward, terminated, truncated, final_obs, next_obs))
+        sac, rest, acted, metrics = self._learn_fn(learn, n_actor, next_mode)(sac, data, rest)
+        names = self._metric_names.get(("learn", learn, n_actor, next_mode), ())
+        return (sac, data, rest), (action if self.agent.acts_before_update else acted), (names, metrics), \
+            (learn, n_actor)
 
     def init(self, keys: jax.Array) -> Runner:
         obs = self.env.reset()
@@ -635,11 +685,12 @@ class HostDriver:
         """``n`` env steps. ``on_episode(seed_index, raw_return)`` is called for every finished episode.
         Returns (runner, {"updates": critic updates done, "metrics": last metrics (host floats)})."""
         t = int(np.asarray(runner.step)[0])
-        updates, last, action = 0, {}, runner.action
+        updates, last, action = 0, None, runner.action
+        state = self.pack(runner)
         for _ in range(n):
             next_obs, reward, term, trunc, final_obs, stats = self.env.step(np.asarray(action))
-            runner, action, metrics, (learned, n_actor) = self.step(runner, t, reward, term, trunc, final_obs,
-                                                                     next_obs)
+            state, action, metrics, (learned, n_actor) = self.step(state, t, reward, term, trunc, final_obs,
+                                                                    next_obs)
             if learned:
                 updates += 1
                 if n_actor:
@@ -648,7 +699,11 @@ class HostDriver:
                 for i in np.flatnonzero(stats["episode_ended"]):
                     on_episode(int(i), float(stats["returned_episode_return"][i]))
             t += 1
-        return runner, {"updates": updates, "metrics": last}
+        metrics = {}
+        if last is not None:  # back to {name: [seeds]}
+            names, values = last
+            metrics = dict(zip(names, np.moveaxis(np.asarray(values), -1, 0), strict=True))
+        return self.unpack(state), {"updates": updates, "metrics": metrics}
 
     def evaluate(self, actor_params, episodes: int, mode: str, seed: int) -> np.ndarray:
         """``[num_seeds, episodes]`` raw returns on a fresh env per seed (seed ``seed + i``)."""
