@@ -76,30 +76,3 @@ def test_speedup_halves_the_timestep():
     assert v5.unwrapped.dt == pytest.approx(0.004)
     for e in (normal, fast, v5):
         e.close()
-
-
-def test_threaded_stepping_gives_the_plain_vector_envs_results():
-    """Envs stepped in a thread pool (``threads`` > 1) go through the same steps, resets and final
-    observations as the plain lockstep, and the thread count is only chosen on machines with cores to spare."""
-    pytest.importorskip("mujoco")
-    from pipelag.envs.host import ThreadedSyncVectorEnv, make_host_env, step_threads
-
-    fn = mj.mujoco_env_fn("Hopper-v4", max_episode_steps=30)  # Hopper: terminations and truncations both
-    plain = make_host_env(fn, 4, seed=3)
-    threaded = make_host_env(fn, 4, seed=3, threads=4)
-    assert isinstance(threaded.envs, ThreadedSyncVectorEnv) and not isinstance(plain.envs, ThreadedSyncVectorEnv)
-    try:
-        np.testing.assert_array_equal(plain.reset(), threaded.reset())
-        rng = np.random.default_rng(0)
-        ended = 0
-        for _ in range(80):
-            a = rng.uniform(-1, 1, size=(4, 3)).astype(np.float32)
-            p, t = plain.step(a), threaded.step(a)
-            for x, y in zip(p[:5], t[:5], strict=True):
-                np.testing.assert_array_equal(x, y)
-            ended += int(t[5]["episode_ended"].sum())
-        assert ended >= 8  # episodes ended (and reset) meanwhile
-    finally:
-        plain.close()
-        threaded.close()
-    assert step_threads(8, cpus=16) == 8 and step_threads(8, cpus=2) == 1 and step_threads(2, cpus=64) == 1

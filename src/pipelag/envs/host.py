@@ -211,62 +211,11 @@ def _gym_factory(env_id_or_fn: str | Callable[..., gym.Env], gym_kwargs: dict[st
     return factory
 
 
-class _Stepped:
-    """A sub-env whose ``step`` returns a result computed already (see ``ThreadedSyncVectorEnv``)."""
-
-    def __init__(self, env: gym.Env, result):
-        self.env, self.result = env, result
-
-    def step(self, action):
-        return self.result
-
-    def reset(self, **kwargs):
-        return self.env.reset(**kwargs)
-
-
-class ThreadedSyncVectorEnv(gym.vector.SyncVectorEnv):
-    """``SyncVectorEnv`` (same-step auto-reset) whose sub-envs step in a thread pool, then go through
-    gymnasium's own bookkeeping in order. MuJoCo releases the GIL while it simulates, so on a machine with
-    spare cores a lockstep of 8 MuJoCo envs takes about the time of a few. Same results as the plain one:
-    each sub-env steps exactly once, on its own state."""
-
-    def __init__(self, env_fns, threads: int, **kwargs):
-        from concurrent.futures import ThreadPoolExecutor
-
-        super().__init__(env_fns, **kwargs)
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pipelag-env")
-
-    def step(self, actions):
-        acts = list(gym.vector.utils.iterate(self.action_space, actions))
-        results = list(self._pool.map(lambda env_act: env_act[0].step(env_act[1]), zip(self.envs, acts, strict=True)))
-        envs, self.envs = self.envs, [_Stepped(e, r) for e, r in zip(self.envs, results, strict=True)]
-        try:
-            return super().step(actions)
-        finally:
-            self.envs = envs
-
-    def close_extras(self, **kwargs):
-        self._pool.shutdown(wait=True)
-        super().close_extras(**kwargs)
-
-
-def step_threads(num_envs: int, cpus: int | None = None) -> int:
-    """Threads to step ``num_envs`` host envs with: one per env when there are 4 or more of them and twice
-    as many cores (below that, or on a small machine, a thread pool costs more than it saves), else 1."""
-    import os
-
-    cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    return num_envs if num_envs >= 4 and cpus >= 2 * num_envs else 1
-
-
 class HostVecEnv:
-    """``num_envs`` host envs stepped in lockstep (see the module docstring for the interface).
-    ``threads`` > 1 steps them in a thread pool (``ThreadedSyncVectorEnv``)."""
+    """``num_envs`` host envs stepped in lockstep (see the module docstring for the interface)."""
 
-    def __init__(self, env_fns: list[Callable[[], gym.Env]], seed: int, threads: int = 1):
-        mode = gym.vector.AutoresetMode.SAME_STEP
-        self.envs = (ThreadedSyncVectorEnv(env_fns, threads, autoreset_mode=mode) if threads > 1 else
-                     gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode))
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], seed: int):
+        self.envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         self.num_envs = self.envs.num_envs
         self.seed = seed
         self.single_observation_space = self.envs.single_observation_space
@@ -319,7 +268,6 @@ def make_host_env(
     frame_stack: int = 0,
     *,
     action_encoding: str = "vector",
-    threads: int = 1,
     **gym_kwargs: Any,
 ) -> HostVecEnv:
     """A vector of gymnasium envs with pipelag's real-time semantics.
@@ -329,7 +277,6 @@ def make_host_env(
     (``default_policy`` "repeat"/"noop" in between); 0 < δ ≤ 1 leaves the env unchanged.
     ``action_history``/``frame_stack``: k > 0 appends the last k actions / stacks the last k
     observations (``action_encoding`` "vector" or "onehot_planes"), as the JAX wrappers do.
-    ``threads`` > 1: the sub-envs step in a thread pool (worth it for simulators that release the GIL).
     """
     d = check_delta(delta)
     check_default_policy(default_policy)
@@ -347,4 +294,4 @@ def make_host_env(
             env = ActionHistoryHost(env, action_history, action_encoding)
         return env
 
-    return HostVecEnv([env_fn] * num_envs, seed, threads)
+    return HostVecEnv([env_fn] * num_envs, seed)
