@@ -98,14 +98,15 @@ def host_breakdown(driver: HostDriver, runner, steps: int) -> dict[str, float]:
     calls). ``run_steps``'s loop, with clocks."""
     t = int(np.asarray(runner.step)[0])
     env_s = put_s = wait_s = 0.0
-    action, state = runner.action, driver.pack(runner)
+    action, state, ahead = runner.action, driver.pack(runner), None
     for _ in range(steps):
         t0 = time.perf_counter()
         actions = np.asarray(action)
         t1 = time.perf_counter()
         next_obs, reward, term, trunc, final_obs, _ = driver.env.step(actions)
         t2 = time.perf_counter()
-        state, action, _, _ = driver.step(state, t, reward, term, trunc, final_obs, next_obs)
+        out = driver.step(state, t, reward, term, trunc, final_obs, next_obs, ahead)
+        state, action, ahead = out.state, out.action, out.ahead
         t3 = time.perf_counter()
         wait_s, env_s, put_s, t = wait_s + t1 - t0, env_s + t2 - t1, put_s + t3 - t2, t + 1
     jax.block_until_ready(state)

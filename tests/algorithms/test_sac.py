@@ -415,6 +415,54 @@ def test_the_next_action_of_a_pipelined_actor_is_known_before_the_update(dropout
         instant.next_action(runner, True, "sample")
 
 
+def test_the_actions_ahead_are_the_next_action_after_observe_whether_the_episode_ends_or_not():
+    """``next_actions_ahead`` (computed right after ``act``) must give exactly what ``next_action`` gives
+    after the next ``observe``: row 0 if the episode goes on, row 1 if it ends there."""
+    config = SACConfig(**{**TOY, "dropout": 0.2})
+    driver = JaxDriver(config)
+    agent = driver.agent
+    runner, _ = driver.warmup(driver.init(jax.random.PRNGKey(1)), config.learning_starts + 2)
+    runner = agent.act(runner, "sample")
+    obs = jnp.full(runner.obs.shape, 0.3)
+    for learn, mode in ((True, "sample"), (False, "sample"), (False, "random")):
+        ahead = agent.next_actions_ahead(runner, learn, mode)
+        for row, done in ((0, False), (1, True)):
+            after = agent.observe(runner, 1.0, done, False, obs, obs)
+            np.testing.assert_array_equal(ahead[row], agent.next_action(after, learn, mode))
+        if mode != "random":
+            assert not np.array_equal(ahead[0], ahead[1])  # the rows differ: the check can fail
+    instant = JaxDriver(config.replace(init_activations="instant")).agent
+    assert instant.acts_before_update and not instant.acts_ahead
+
+
+def test_host_steps_acting_ahead_equal_host_steps_that_wait_for_the_store_call():
+    """The host driver picks the next action from the previous step's two candidates; the run must be
+    the one it makes when every action comes from the store call (episode ends included: Pendulum
+    truncates at 200 steps)."""
+    from pipelag.algorithms.sac.train import HostDriver
+
+    config = SACConfig(env_id="Pendulum-v1", hidden=16, critic_hidden=16, batch_size=8, learning_starts=100,
+                       buffer_size=1000, total_timesteps=10**6)
+    runs = []
+    for use_ahead in (True, False):
+        driver = HostDriver(config, 2, 0)
+        try:
+            assert driver.agent.acts_ahead
+            runner = driver.init(jax.random.split(jax.random.PRNGKey(0), 2))
+            t, action, ahead, state = 0, runner.action, None, driver.pack(runner)
+            for _ in range(230):
+                next_obs, reward, term, trunc, final_obs, _ = driver.env.step(np.asarray(action))
+                out = driver.step(state, t, reward, term, trunc, final_obs, next_obs, ahead if use_ahead else None)
+                state, action, ahead, t = out.state, out.action, out.ahead, t + 1
+            runs.append(driver.unpack(state))
+        finally:
+            driver.close()
+    np.testing.assert_array_equal(runs[0].buffer.data.action, runs[1].buffer.data.action)
+    assert np.asarray(runs[0].buffer.data.start).sum() >= 4  # episodes ended and restarted meanwhile
+    for a, b in zip(jax.tree.leaves(runs[0].sac), jax.tree.leaves(runs[1].sac), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_host_drivers_learning_call_reads_the_buffer_without_a_loop_or_a_copy():
     """The host driver's step is two calls: ``store`` writes the buffer in place; ``learn`` only reads it,
     with a plain gather: no loop over the window (on a GPU each trip made the host wait) and no copy."""
@@ -441,7 +489,7 @@ def test_the_host_drivers_learning_call_reads_the_buffer_without_a_loop_or_a_cop
         state = driver.pack(runner)
         assert len(jax.tree.leaves(state)) < len(jax.tree.leaves(runner)) // 3  # few buffers per call
         store = compiled(driver._store_fn(True, "sample"), *state, packed)
-        learn = compiled(driver._learn_fn(True, 2, "sample"), *state)
+        learn = compiled(driver._learn_fn(True, 2, "sample", (True, "sample")), *state)
         assert buffer_copies(store) == [] and buffer_copies(learn) == []
         assert loops_over_the_buffer(learn) == []
         # the jitted driver's fused step (write, then read) keeps the loop: the check can see one

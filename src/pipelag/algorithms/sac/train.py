@@ -307,6 +307,24 @@ class SACAgent:
             key = jax.random.split(jax.random.split(key)[0])[0]
         return self.draw(runner.sac.actor_params, runner.actor_state, runner.obs, jax.random.split(key)[1], mode)[0]
 
+    @property
+    def acts_ahead(self) -> bool:
+        """Whether the action after next is known when ``act`` has ticked, up to one bit the env gives
+        later: whether the episode ends in between (``next_actions_ahead``). True for a pipelined actor
+        whose activations restart at zeros (its action after a reset is then that of a zero head)."""
+        return self.acts_before_update and self.net.init_activations == "zeros"
+
+    def next_actions_ahead(self, runner: Runner, learn: bool, mode: str) -> jax.Array:
+        """``[2, act_dim]``: the action ``next_action`` will give after the coming ``observe``, if the
+        episode goes on (row 0) or ends there (row 1), with ``learn``/``mode`` the schedule of that step.
+        ``observe`` leaves the key alone and a pipelined actor's action does not read the observation, so
+        both rows are exact (tested): the host driver picks one by the env's ``done`` and never waits for
+        ``store``."""
+        if not self.acts_ahead:
+            raise ValueError("only a pipelined actor with zero initial activations acts ahead")
+        reset = runner._replace(actor_state=self.net.initial_state(runner.sac.actor_params, runner.obs))
+        return jnp.stack([self.next_action(runner, learn, mode), self.next_action(reset, learn, mode)])
+
     def act(self, runner: Runner, mode: str) -> Runner:
         key, k = jax.random.split(runner.key)
         action, after, hist = self.policy(runner.sac.actor_params, runner.actor_state, runner.obs, k, mode)
@@ -544,6 +562,17 @@ def make_train(config: SACConfig, env=None):
 
 
 # ============================================================================================ host driver
+class HostStep(NamedTuple):
+    """What ``HostDriver.step`` returns."""
+
+    state: Any  # the packed runner
+    action: Any  # the next action, [seeds, act_dim] (device or host array)
+    metrics: Any  # (names, [seeds, len(names)] values) of this step's update
+    learned: bool  # a critic update ran
+    actor_updates: int
+    ahead: Any  # [seeds, 2, act_dim]: the action after next if the episode goes on / ends (or None)
+
+
 def _rest(runner: Runner) -> Runner:
     """The runner without its SAC state and replay data (what the host driver packs as "rest")."""
     return runner._replace(sac=None, buffer=runner.buffer._replace(data=None))
@@ -636,8 +665,10 @@ class HostDriver:
             self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=(1, 2))
         return self._steps[key]
 
-    def _learn_fn(self, learn: bool, actor_updates: int, next_mode: str):
-        key = ("learn", learn, actor_updates, next_mode)
+    def _learn_fn(self, learn: bool, actor_updates: int, next_mode: str, ahead: tuple | None):
+        """``ahead``: (learn, mode) of the next step's schedule, to compute the actions after next
+        (``SACAgent.next_actions_ahead``), or None."""
+        key = ("learn", learn, actor_updates, next_mode, ahead)
         if key not in self._steps:
             agent, (sac_pk, rest_pk) = self.agent, self._packing
 
@@ -649,23 +680,32 @@ class HostDriver:
                     self._metric_names[key] = tuple(sorted(m))  # (known when traced, before the first result)
                     metrics = jnp.stack([jnp.asarray(m[k], jnp.float32) for k in self._metric_names[key]])
                 runner = agent.act(runner, next_mode)
-                return sac_pk.pack(runner.sac), rest_pk.pack(_rest(runner)), runner.action, metrics
+                later = jnp.zeros((0,)) if ahead is None else agent.next_actions_ahead(runner, *ahead)
+                return sac_pk.pack(runner.sac), rest_pk.pack(_rest(runner)), runner.action, metrics, later
 
             self._steps[key] = jax.jit(jax.vmap(one), donate_argnums=(0, 2))
         return self._steps[key]
 
-    def step(self, state, t: int, reward, terminated, truncated, final_obs, next_obs):
+    def step(self, state, t: int, reward, terminated, truncated, final_obs, next_obs, ahead=None) -> HostStep:
         """Record the env step of agent step ``t`` in the packed runner ``state`` (``pack``) and do what the
-        schedule says (update, next action). Returns (state, the next action (a device array), metrics,
-        (critic update?, actor updates))."""
-        learn, n_actor, next_mode = self.agent.schedule(t)
+        schedule says (update, next action). ``ahead``: the previous step's ``HostStep.ahead`` (None at
+        the start of ``run_steps``): the next action is then picked from it on the host by the env's
+        ``done`` instead of waiting for this step's ``store`` call."""
+        agent = self.agent
+        learn, n_actor, next_mode = agent.schedule(t)
         sac, data, rest = state
         data, rest, action = self._store_fn(learn, next_mode)(
             sac, data, rest, _pack_step(reward, terminated, truncated, final_obs, next_obs))
-        sac, rest, acted, metrics = self._learn_fn(learn, n_actor, next_mode)(sac, data, rest)
-        names = self._metric_names.get(("learn", learn, n_actor, next_mode), ())
-        return (sac, data, rest), (action if self.agent.acts_before_update else acted), (names, metrics), \
-            (learn, n_actor)
+        later = agent.schedule(t + 1)[::2] if agent.acts_ahead else None
+        sac, rest, acted, metrics, new_ahead = self._learn_fn(learn, n_actor, next_mode, later)(sac, data, rest)
+        if not agent.acts_before_update:
+            action = acted
+        elif ahead is not None:  # both candidates were computed a step ago: no wait for `store`
+            done = np.logical_or(terminated, truncated)
+            action = np.asarray(ahead)[np.arange(len(done)), done.astype(int)]
+        names = self._metric_names.get(("learn", learn, n_actor, next_mode, later), ())
+        return HostStep((sac, data, rest), action, (names, metrics), learn, n_actor,
+                        new_ahead if later is not None else None)
 
     def init(self, keys: jax.Array) -> Runner:
         obs = self.env.reset()
@@ -685,16 +725,16 @@ class HostDriver:
         """``n`` env steps. ``on_episode(seed_index, raw_return)`` is called for every finished episode.
         Returns (runner, {"updates": critic updates done, "metrics": last metrics (host floats)})."""
         t = int(np.asarray(runner.step)[0])
-        updates, last, action = 0, None, runner.action
+        updates, last, action, ahead = 0, None, runner.action, None
         state = self.pack(runner)
         for _ in range(n):
             next_obs, reward, term, trunc, final_obs, stats = self.env.step(np.asarray(action))
-            state, action, metrics, (learned, n_actor) = self.step(state, t, reward, term, trunc, final_obs,
-                                                                    next_obs)
-            if learned:
+            out = self.step(state, t, reward, term, trunc, final_obs, next_obs, ahead)
+            state, action, ahead = out.state, out.action, out.ahead
+            if out.learned:
                 updates += 1
-                if n_actor:
-                    last = metrics
+                if out.actor_updates:
+                    last = out.metrics
             if on_episode is not None and stats["episode_ended"].any():
                 for i in np.flatnonzero(stats["episode_ended"]):
                     on_episode(int(i), float(stats["returned_episode_return"][i]))
