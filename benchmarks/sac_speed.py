@@ -59,12 +59,6 @@ class _TimedEnv:
         self.seconds += time.perf_counter() - t0
         return out
 
-    def step_wait(self):  # with worker processes: the time the host waits for them
-        t0 = time.perf_counter()
-        out = self.env.step_wait()
-        self.seconds += time.perf_counter() - t0
-        return out
-
     def __getattr__(self, name):
         return getattr(self.env, name)
 
@@ -92,8 +86,7 @@ def pipelag_loop(driver: HostDriver, warm: int, train: int) -> dict[str, float]:
     jax.block_until_ready(runner.buffer.ptr)
     t_warm = time.perf_counter() - t0
     n = driver.num_seeds
-    return {"seeds": n, "env_processes": getattr(driver, "processes", False),
-            "random_phase_steps_per_s": warm / t_warm, "train_steps_per_s": train / t_train,
+    return {"seeds": n, "random_phase_steps_per_s": warm / t_warm, "train_steps_per_s": train / t_train,
             "updates_per_s": train / t_train, "updates_per_s_all_seeds": n * train / t_train,
             "env_step_share_of_train_time": timed.seconds / t_train,
             "min_per_1M_steps_all_seeds": 1e6 / (train / t_train) / 60}

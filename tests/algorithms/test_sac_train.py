@@ -231,29 +231,3 @@ def test_a_bad_batch_is_one_clear_error(tmp_path, batch, match):
     with pytest.raises(PipelagError, match="needs a JAX env"):
         run(cfg.replace(env_id="Pendulum-v1"), tmp_path / "h", batch=[{"delta": 1}, {"delta": 2}], progress=False)
     assert not (tmp_path / "x").exists()
-
-
-def test_host_envs_stepping_in_worker_processes_while_the_device_learns_give_the_same_run():
-    """``HostDriver(processes=True)``: the next env step starts in worker processes before the step's
-    jitted calls go out (``run_steps``). The run must be the in-process one: buffer, networks, episode
-    returns, whatever the chunks, over episode ends (Pendulum truncates at 200 steps)."""
-    from pipelag.algorithms.sac.train import HostDriver
-
-    cfg = SACConfig(env_id="Pendulum-v1", total_timesteps=10**6, learning_starts=100, buffer_size=1000, **SMALL)
-    runs = []
-    for processes in (True, False):
-        driver = HostDriver(cfg, 2, 0, processes=processes)
-        try:
-            assert driver.processes is processes
-            returns: list[tuple[int, float]] = []
-            runner = driver.init(jax.random.split(jax.random.PRNGKey(0), 2))
-            for n in ((150, 1, 79) if processes else (230,)):  # chunks must not matter either
-                runner, _ = driver.run_steps(runner, n, on_episode=lambda i, r, out=returns: out.append((i, r)))
-            runs.append((runner, returns))
-        finally:
-            driver.close()
-    (a, ret_a), (b, ret_b) = runs
-    assert len(ret_a) == 2 and ret_a == ret_b
-    for x, y in zip(jax.tree.leaves((a.buffer, a.sac, a.action)), jax.tree.leaves((b.buffer, b.sac, b.action)),
-                    strict=True):
-        np.testing.assert_array_equal(x, y)

@@ -212,17 +212,10 @@ def _gym_factory(env_id_or_fn: str | Callable[..., gym.Env], gym_kwargs: dict[st
 
 
 class HostVecEnv:
-    """``num_envs`` host envs stepped in lockstep (see the module docstring for the interface).
+    """``num_envs`` host envs stepped in lockstep (see the module docstring for the interface)."""
 
-    ``processes=True``: each env in its own worker process (gymnasium's ``AsyncVectorEnv``, spawned, not
-    forked: the parent may hold a GPU context), so ``step_async`` returns at once and the caller works
-    while the envs step; same results as in-process envs."""
-
-    def __init__(self, env_fns: list[Callable[[], gym.Env]], seed: int, processes: bool = False):
-        mode = gym.vector.AutoresetMode.SAME_STEP
-        self.envs = (gym.vector.AsyncVectorEnv(env_fns, context="spawn", autoreset_mode=mode) if processes else
-                     gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode))
-        self._pending = None
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], seed: int):
+        self.envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         self.num_envs = self.envs.num_envs
         self.seed = seed
         self.single_observation_space = self.envs.single_observation_space
@@ -240,21 +233,7 @@ class HostVecEnv:
         return obs
 
     def step(self, actions):
-        self.step_async(actions)
-        return self.step_wait()
-
-    def step_async(self, actions) -> None:
-        """Start a step (in the worker processes, if any); ``step_wait`` returns what ``step`` returns."""
-        if isinstance(self.envs, gym.vector.AsyncVectorEnv):
-            self.envs.step_async(np.asarray(actions))
-        else:
-            self._pending = np.asarray(actions)
-
-    def step_wait(self):
-        if isinstance(self.envs, gym.vector.AsyncVectorEnv):
-            obs, reward, terminated, truncated, info = self.envs.step_wait()
-        else:
-            obs, reward, terminated, truncated, info = self.envs.step(self._pending)
+        obs, reward, terminated, truncated, info = self.envs.step(np.asarray(actions))
         done = np.logical_or(terminated, truncated)
         final_obs = obs.copy()
         raw = np.asarray(info.get("raw_steps", np.ones(self.num_envs, np.int64)), np.int32).copy()
@@ -289,7 +268,6 @@ def make_host_env(
     frame_stack: int = 0,
     *,
     action_encoding: str = "vector",
-    processes: bool = False,
     **gym_kwargs: Any,
 ) -> HostVecEnv:
     """A vector of gymnasium envs with pipelag's real-time semantics.
@@ -299,7 +277,6 @@ def make_host_env(
     (``default_policy`` "repeat"/"noop" in between); 0 < δ ≤ 1 leaves the env unchanged.
     ``action_history``/``frame_stack``: k > 0 appends the last k actions / stacks the last k
     observations (``action_encoding`` "vector" or "onehot_planes"), as the JAX wrappers do.
-    ``processes``: one worker process per env (``HostVecEnv``).
     """
     d = check_delta(delta)
     check_default_policy(default_policy)
@@ -317,4 +294,4 @@ def make_host_env(
             env = ActionHistoryHost(env, action_history, action_encoding)
         return env
 
-    return HostVecEnv([env_fn] * num_envs, seed, processes)
+    return HostVecEnv([env_fn] * num_envs, seed)

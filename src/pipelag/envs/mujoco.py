@@ -92,10 +92,9 @@ def mujoco_env_fn(env_id: str, speedup: float = 1, max_episode_steps: int = DEFA
 
 def make_mujoco_env(env_id: str, num_envs: int = 1, seed: int = 0, delta: int | float = 1,
                     default_policy: str = "repeat", *, speedup: float = 1,
-                    max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, processes: bool = False, **gym_kwargs: Any):
-    """``make_host_env`` on a MuJoCo task (see the module docstring). Returns a ``HostVecEnv``
-    (``processes``: one worker process per env)."""
+                    max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS, **gym_kwargs: Any):
+    """``make_host_env`` on a MuJoCo task (see the module docstring). Returns a ``HostVecEnv``."""
     from pipelag.envs.host import make_host_env
 
     fn = mujoco_env_fn(env_id, speedup=speedup, max_episode_steps=max_episode_steps, **gym_kwargs)
-    return make_host_env(fn, num_envs, seed, delta=delta, default_policy=default_policy, processes=processes)
+    return make_host_env(fn, num_envs, seed, delta=delta, default_policy=default_policy)

@@ -127,10 +127,9 @@ def make_jax_env(config: SACConfig):
     return env, EnvSpec(tuple(env.obs_shape), act_dim, low, high, int(limit))
 
 
-def make_host_vec_env(config: SACConfig, num_envs: int, seed: int, processes: bool = False):
+def make_host_vec_env(config: SACConfig, num_envs: int, seed: int):
     """The host (gymnasium) vector env of ``config``: MuJoCo tasks through :mod:`pipelag.envs.mujoco`,
-    any other gymnasium id through :func:`pipelag.envs.host.make_host_env` (``processes``: one worker
-    process per env)."""
+    any other gymnasium id through :func:`pipelag.envs.host.make_host_env`."""
     import gymnasium as gym
 
     from pipelag.envs.host import make_host_env
@@ -141,10 +140,10 @@ def make_host_vec_env(config: SACConfig, num_envs: int, seed: int, processes: bo
     try:
         if is_mujoco_id(config.env_id):
             env = make_mujoco_env(config.env_id, num_envs, seed, delta=delta, default_policy=config.default_policy,
-                                  processes=processes, **opts)
+                                  **opts)
         else:
             env = make_host_env(config.env_id, num_envs, seed, delta=delta, default_policy=config.default_policy,
-                                processes=processes, **opts)
+                                **opts)
     except PipelagError as e:
         if is_mujoco_id(config.env_id) or "unknown gymnasium id" not in str(e):
             raise
@@ -574,20 +573,6 @@ class HostStep(NamedTuple):
     ahead: Any  # [seeds, 2, act_dim]: the action after next if the episode goes on / ends (or None)
 
 
-def overlap_env_steps(num_envs: int) -> bool:
-    """Whether the host driver steps its envs in worker processes: on a GPU machine (the update does not
-    need the CPU) with cores for every env and the main process to spare."""
-    import os
-
-    return jax.default_backend() != "cpu" and (os.cpu_count() or 1) >= num_envs + 4
-
-
-def _pick(ahead, terminated, truncated) -> np.ndarray:
-    """Each seed's next action from ``HostStep.ahead``: row 1 where its episode just ended, else row 0."""
-    done = np.logical_or(terminated, truncated)
-    return np.asarray(ahead)[np.arange(len(done)), done.astype(int)]
-
-
 def _rest(runner: Runner) -> Runner:
     """The runner without its SAC state and replay data (what the host driver packs as "rest")."""
     return runner._replace(sac=None, buffer=runner.buffer._replace(data=None))
@@ -611,13 +596,10 @@ def _unpack_step(packed: jax.Array, obs_shape: tuple[int, ...]):
 class HostDriver:
     """SAC on gymnasium envs: one host env per seed (lockstep), one jitted call per env step."""
 
-    def __init__(self, config: SACConfig, num_seeds: int, seed: int, processes: bool | None = None):
-        """``processes``: step the training envs in worker processes while the device learns (None: on a
-        GPU machine with cores to spare, see ``overlap_env_steps``)."""
+    def __init__(self, config: SACConfig, num_seeds: int, seed: int):
         self.config = config.validate()
         self.num_seeds, self.seed = int(num_seeds), int(seed)
-        self.processes = overlap_env_steps(self.num_seeds) if processes is None else bool(processes)
-        self.env = make_host_vec_env(config, self.num_seeds, self.seed, self.processes)
+        self.env = make_host_vec_env(config, self.num_seeds, self.seed)
         self.spec = host_env_spec(config, self.env)
         self.agent = SACAgent(config, self.spec)
         agent = self.agent
@@ -719,7 +701,8 @@ class HostDriver:
         if not agent.acts_before_update:
             action = acted
         elif ahead is not None:  # both candidates were computed a step ago: no wait for `store`
-            action = _pick(ahead, terminated, truncated)
+            done = np.logical_or(terminated, truncated)
+            action = np.asarray(ahead)[np.arange(len(done)), done.astype(int)]
         names = self._metric_names.get(("learn", learn, n_actor, next_mode, later), ())
         return HostStep((sac, data, rest), action, (names, metrics), learn, n_actor,
                         new_ahead if later is not None else None)
@@ -732,7 +715,7 @@ class HostDriver:
     def resume(self, runner: Runner, env_seed: int) -> Runner:
         """Continue a restored runner: a fresh env episode per seed (env states are not checkpointed)."""
         self.env.close()
-        self.env = make_host_vec_env(self.config, self.num_seeds, env_seed, self.processes)
+        self.env = make_host_vec_env(self.config, self.num_seeds, env_seed)
         obs = self.env.reset()
         runner = self._restart(runner, jnp.asarray(obs))
         t = int(np.asarray(runner.step)[0])
@@ -742,20 +725,12 @@ class HostDriver:
         """``n`` env steps. ``on_episode(seed_index, raw_return)`` is called for every finished episode.
         Returns (runner, {"updates": critic updates done, "metrics": last metrics (host floats)})."""
         t = int(np.asarray(runner.step)[0])
-        updates, last, ahead = 0, None, None
+        updates, last, action, ahead = 0, None, runner.action, None
         state = self.pack(runner)
-        if n > 0:
-            self.env.step_async(np.asarray(runner.action))
-        for i in range(n):
-            next_obs, reward, term, trunc, final_obs, stats = self.env.step_wait()
-            more, started = i + 1 < n, False
-            if more and ahead is not None:  # the next env step starts before this step's calls go out
-                self.env.step_async(_pick(ahead, term, trunc))
-                started = True
+        for _ in range(n):
+            next_obs, reward, term, trunc, final_obs, stats = self.env.step(np.asarray(action))
             out = self.step(state, t, reward, term, trunc, final_obs, next_obs, ahead)
-            state, ahead = out.state, out.ahead
-            if more and not started:
-                self.env.step_async(np.asarray(out.action))
+            state, action, ahead = out.state, out.action, out.ahead
             if out.learned:
                 updates += 1
                 if out.actor_updates:
