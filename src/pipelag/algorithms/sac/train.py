@@ -594,7 +594,7 @@ def _unpack_step(packed: jax.Array, obs_shape: tuple[int, ...]):
 
 
 class HostDriver:
-    """SAC on gymnasium envs: one host env per seed (lockstep), one jitted call per env step."""
+    """SAC on gymnasium envs: one host env per seed (lockstep), two jitted calls per env step (below)."""
 
     def __init__(self, config: SACConfig, num_seeds: int, seed: int):
         self.config = config.validate()
@@ -616,7 +616,9 @@ class HostDriver:
     #          pipelined actor, compute the next action (``SACAgent.next_action``: it needs no update);
     #          reads the SAC state, donates buffer and rest;
     #   learn: sample windows, update, tick the actor (``act``); reads the buffer, donates SAC state and rest.
-    # The host takes the action from ``store`` and steps its env while the device runs ``learn``. Why not
+    # The host takes the action from ``store`` and steps its env while the device runs ``learn``; with
+    # ``acts_ahead`` actors ``learn`` also returns the action after next for both outcomes of the next env
+    # step, and the host picks one by ``done`` without waiting for ``store`` at all. Why not
     # one call: a program that writes the buffer and then reads it must read in a loop (buffer._read), and
     # on a GPU each trip of that loop makes the host wait; the learning call only reads, with one gather.
     # The SAC state and the rest travel packed, one array per dtype (common.packing): ~70 leaves per call
