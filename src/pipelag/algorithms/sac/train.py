@@ -17,7 +17,7 @@ are rounded down to a multiple of ``policy_frequency``.
   seeds (``jax.jit(jax.vmap(train))(keys)``).
 * :func:`run`: the command-line entry: a run directory (config, checkpoints/resume, metrics, atomic
   results) around the same chunks (JAX envs) or around the host loop (gymnasium envs, e.g. MuJoCo):
-  one jitted call per env step, the replay buffer in device memory (donated, updated in place), the
+  two jitted calls per env step (HostDriver), the replay buffer in device memory (donated, updated in place), the
   env on the CPU; several seeds step in lockstep (one host env per seed, vmapped learner).
 """
 
