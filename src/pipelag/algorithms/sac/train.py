@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pipelag.algorithms.common.packing import Packing
+from pipelag.algorithms.common.seeds import over_seeds
 from pipelag.algorithms.sac.buffer import (
     Buffer,
     Transition,
@@ -478,7 +479,7 @@ class JaxDriver:
 
     # ------------------------------------------------------------------ compiled, vmapped over seeds (cached)
     def compiled_init(self):
-        return self._cached(("init",), lambda: jax.jit(jax.vmap(self.init)))
+        return self._cached(("init",), lambda: jax.jit(over_seeds(self.init)))  # (HostDriver: why not vmap)
 
     def compiled(self, kind: str, n: int):
         f = partial(self.warmup, steps=n) if kind == "warmup" else partial(self.iterate, iterations=n)
@@ -603,7 +604,9 @@ class HostDriver:
         self.spec = host_env_spec(config, self.env)
         self.agent = SACAgent(config, self.spec)
         agent = self.agent
-        self._init = jax.jit(jax.vmap(agent.init_runner))
+        # the init runs seed by seed on a CPU (over_seeds): vmapped over 8 seeds of the paper's MuJoCo sizes
+        # it hung in XLA's CPU runtime (the steps themselves run vmapped)
+        self._init = jax.jit(over_seeds(agent.init_runner))
         self._restart = jax.jit(jax.vmap(agent.restart_episode), donate_argnums=0)
         self._act = {m: jax.jit(jax.vmap(partial(agent.act, mode=m)), donate_argnums=0) for m in MODES}
         self._steps: dict[Any, Any] = {}
