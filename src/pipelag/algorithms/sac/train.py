@@ -579,6 +579,11 @@ def _rest(runner: Runner) -> Runner:
     return runner._replace(sac=None, buffer=runner.buffer._replace(data=None))
 
 
+def _joined(sac, rest: Runner, data) -> Runner:
+    """``_rest`` undone: the runner ``rest`` with its SAC state and replay data put back."""
+    return rest._replace(sac=sac, buffer=rest.buffer._replace(data=data))
+
+
 def _pack_step(reward, terminated, truncated, final_obs, next_obs) -> np.ndarray:
     """An env step's outputs for all seeds as one float32 array [seeds, 3 + 2·obs] (one host→device copy)."""
     n = len(reward)
@@ -610,7 +615,9 @@ class HostDriver:
         self._restart = jax.jit(jax.vmap(agent.restart_episode), donate_argnums=0)
         self._act = {m: jax.jit(jax.vmap(partial(agent.act, mode=m)), donate_argnums=0) for m in MODES}
         self._steps: dict[Any, Any] = {}
-        self._packing: tuple[Packing, Packing] | None = None
+        # how the SAC state and the rest of one seed's runner pack (shapes only: nothing is computed)
+        one = jax.eval_shape(agent.init_runner, jax.random.PRNGKey(0), jnp.zeros(self.spec.obs_shape))
+        self._packing = (Packing(one.sac), Packing(_rest(one)))
         self._metric_names: dict[tuple, tuple[str, ...]] = {}
 
     # One env step is two jitted calls on the runner split into three parts (``pack``): the SAC state
@@ -626,15 +633,9 @@ class HostDriver:
     # on a GPU each trip of that loop makes the host wait; the learning call only reads, with one gather.
     # The SAC state and the rest travel packed, one array per dtype (common.packing): ~70 leaves per call
     # cost the host more than the device work of a step.
-    def _packings(self, runner: Runner) -> tuple[Packing, Packing]:
-        if self._packing is None:
-            one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), runner)
-            self._packing = (Packing(one.sac), Packing(_rest(one)))
-        return self._packing
-
     def pack(self, runner: Runner):
         """``(sac, buffer, rest)``: the runner as the step's calls take it (the buffer as it is)."""
-        sac_pk, rest_pk = self._packings(runner)
+        sac_pk, rest_pk = self._packing
         if "pack" not in self._steps:
             self._steps["pack"] = jax.jit(jax.vmap(lambda sac, rest: (sac_pk.pack(sac), rest_pk.pack(rest))))
         sac, rest = self._steps["pack"](runner.sac, _rest(runner))
@@ -645,14 +646,13 @@ class HostDriver:
         if "unpack" not in self._steps:
             self._steps["unpack"] = jax.jit(jax.vmap(lambda sac, rest: (sac_pk.unpack(sac), rest_pk.unpack(rest))))
         sac, data, rest = state
-        sac, rest = self._steps["unpack"](sac, rest)
-        return rest._replace(sac=sac, buffer=rest.buffer._replace(data=data))
+        return _joined(*self._steps["unpack"](sac, rest), data)
 
     def _join(self, state) -> Runner:
+        """``unpack`` inside a jitted step (one seed)."""
         sac_pk, rest_pk = self._packing
         sac, data, rest = state
-        rest = rest_pk.unpack(rest)
-        return rest._replace(sac=sac_pk.unpack(sac), buffer=rest.buffer._replace(data=data))
+        return _joined(sac_pk.unpack(sac), rest_pk.unpack(rest), data)
 
     def _store_fn(self, learn: bool, next_mode: str):
         key = ("store", learn, next_mode)
