@@ -4,9 +4,10 @@ Both loops run the same agent (``SACAgent``: actor, critics, losses, ``Learner.u
 paper's sizes (3-layer 256-wide actor, 256-256 critics, batch 256, window = delay + 1, buffer 1M), in
 the same process, one after the other:
 
-* **pipelag host driver** (``HostDriver.run_steps``): the replay buffer in device memory, donated to
-  one fused jitted call per env step (store the transition, reset the actor at episode ends, sample
-  windows, update, pick the next action): one dispatch and one device→host copy (the action) per step.
+* **pipelag host driver** (``HostDriver.run_steps``): the replay buffer in device memory, two jitted calls
+  per env step (store the transition; update and pick the next actions) on the packed runner; the
+  calls are dispatched from a worker thread beside the env step (``--overlap``: off, on, or both in
+  the same process, off first).
 * **plain host loop** (cleanRL style): numpy replay buffer on the host, per step a jitted ``act``,
   a numpy ``add``, numpy window sampling, a host→device copy of the batch and a jitted update.
 
@@ -63,39 +64,50 @@ class _TimedEnv:
         return getattr(self.env, name)
 
 
-def pipelag_loop(driver: HostDriver, warm: int, train: int) -> dict[str, float]:
+OVERLAPS = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
+def pipelag_loop(driver: HostDriver, warm: int, train: int, overlaps=(True,)) -> list[dict[str, float]]:
     """Steps/s of the host driver before and after learning_starts (compile excluded), and the share of
-    the training steps' wall time spent in the host env's ``step``."""
+    the training steps' wall time spent in the host env's ``step``; a row per ``overlap`` setting of the
+    driver (dispatch beside the env step or not), timed one after the other on the same compiled calls."""
     c = driver.config
     runner = driver.init(jnp.stack([jax.random.PRNGKey(0)] * driver.num_seeds))
     # compile every variant: random steps, then the first train steps (critic only, critic + actor)
     runner, _ = driver.run_steps(runner, c.learning_starts + 2 * c.policy_frequency)
     jax.block_until_ready(runner.sac)
-    timed = driver.env = _TimedEnv(driver.env)
-    t0 = time.perf_counter()
-    runner, _ = driver.run_steps(runner, train)
-    jax.block_until_ready(runner.sac)
-    t_train = time.perf_counter() - t0
-    driver.env = timed.env
-    # random-action phase: a fresh runner, time the steps after the first
-    runner = driver.init(jnp.stack([jax.random.PRNGKey(1)] * driver.num_seeds))
-    runner, _ = driver.run_steps(runner, 10)
-    warm = min(warm, c.learning_starts - 10)  # stay in the random phase
-    t0 = time.perf_counter()
-    runner, _ = driver.run_steps(runner, warm)
-    jax.block_until_ready(runner.buffer.ptr)
-    t_warm = time.perf_counter() - t0
-    n = driver.num_seeds
-    return {"seeds": n, "random_phase_steps_per_s": warm / t_warm, "train_steps_per_s": train / t_train,
-            "updates_per_s": train / t_train, "updates_per_s_all_seeds": n * train / t_train,
-            "env_step_share_of_train_time": timed.seconds / t_train,
-            "min_per_1M_steps_all_seeds": 1e6 / (train / t_train) / 60}
+    rows = []
+    for overlap in overlaps:
+        driver.overlap = overlap
+        timed = driver.env = _TimedEnv(driver.env)
+        t0 = time.perf_counter()
+        runner, _ = driver.run_steps(runner, train)
+        jax.block_until_ready(runner.sac)
+        t_train = time.perf_counter() - t0
+        driver.env = timed.env
+        # random-action phase: a fresh runner, time the steps after the first
+        fresh = driver.init(jnp.stack([jax.random.PRNGKey(1)] * driver.num_seeds))
+        fresh, _ = driver.run_steps(fresh, 10)
+        n_warm = min(warm, c.learning_starts - 10)  # stay in the random phase
+        t0 = time.perf_counter()
+        fresh, _ = driver.run_steps(fresh, n_warm)
+        jax.block_until_ready(fresh.buffer.ptr)
+        t_warm = time.perf_counter() - t0
+        n = driver.num_seeds
+        rows.append({"seeds": n, "overlap": overlap, "random_phase_steps_per_s": n_warm / t_warm,
+                     "train_steps_per_s": train / t_train, "updates_per_s": train / t_train,
+                     "updates_per_s_all_seeds": n * train / t_train,
+                     "env_step_share_of_train_time": timed.seconds / t_train,
+                     "min_per_1M_steps_all_seeds": 1e6 / (train / t_train) / 60})
+    for row in rows:
+        row["train_speed_vs_first_overlap_setting"] = row["train_steps_per_s"] / rows[0]["train_steps_per_s"]
+    return rows
 
 
 def host_breakdown(driver: HostDriver, runner, steps: int) -> dict[str, float]:
     """Where a training step's wall time goes on the host (ms per step): waiting for the action, the env's
     step, and ``HostDriver.step`` (putting the env's outputs on the device and dispatching the jitted
-    calls). ``run_steps``'s loop, with clocks."""
+    calls). ``run_steps``'s loop without the dispatching thread (overlap off), with clocks."""
     t = int(np.asarray(runner.step)[0])
     env_s = put_s = wait_s = 0.0
     action, state, ahead = runner.action, driver.pack(runner), None
@@ -240,6 +252,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[1],
                    help="seeds stepped in lockstep by the host driver (one env each, updates vmapped); the plain "
                         "loop and the env-alone ceiling run with the first")
+    p.add_argument("--overlap", choices=sorted(OVERLAPS), default="both",
+                   help="the host driver's dispatch beside the env step: off, on, or both (off first, then on)")
     p.add_argument("--no-plain", action="store_true", help="skip the plain host loop and the JAX-driver row")
     p.add_argument("--profile", default=None, help="trace training steps of the last --seeds driver into this "
                    "directory and print the kernels per step and a host-side breakdown")
@@ -254,10 +268,12 @@ def main(argv=None):
         driver = HostDriver(cfg, n, 0)
         try:
             out["window"] = driver.agent.window
-            row = pipelag_loop(driver, args.warm, args.train)
-            row["env_only_steps_per_s"] = env_only(driver, 3000)  # lockstep vector steps/s, all seeds
-            out["host_driver"].append(row)
-            print(json.dumps(row), flush=True)
+            rows = pipelag_loop(driver, args.warm, args.train, OVERLAPS[args.overlap])
+            env_sps = env_only(driver, 3000)  # lockstep vector steps/s, all seeds
+            for row in rows:
+                row["env_only_steps_per_s"] = env_sps
+                out["host_driver"].append(row)
+                print(json.dumps(row), flush=True)
             if i == 0 and not args.no_plain and n == 1:
                 out["plain_host_loop"] = plain_loop(driver, args.warm, args.train)
             if args.profile and i == len(args.seeds) - 1:

@@ -436,31 +436,43 @@ def test_the_actions_ahead_are_the_next_action_after_observe_whether_the_episode
 
 
 def test_host_steps_acting_ahead_equal_host_steps_that_wait_for_the_store_call():
-    """The host driver picks the next action from the previous step's two candidates; the run must be
-    the one it makes when every action comes from the store call (episode ends included: Pendulum
-    truncates at 200 steps)."""
+    """The host driver picks the next action from the previous step's two candidates, in ``run_steps``
+    with the device calls dispatched from a worker thread beside the env step (overlap) or without it;
+    the run must be the one it makes when every action comes from the store call (episode ends included:
+    Pendulum truncates at 200 steps; run_steps in two pieces: the second starts without candidates)."""
     from pipelag.algorithms.sac.train import HostDriver
 
     config = SACConfig(env_id="Pendulum-v1", hidden=16, critic_hidden=16, batch_size=8, learning_starts=100,
                        buffer_size=1000, total_timesteps=10**6)
-    runs = []
-    for use_ahead in (True, False):
-        driver = HostDriver(config, 2, 0)
+    runs, returns = [], []
+    for how in ("wait", "overlap", "one thread"):
+        driver = HostDriver(config, 2, 0, overlap=how == "overlap")
         try:
             assert driver.agent.acts_ahead
             runner = driver.init(jax.random.split(jax.random.PRNGKey(0), 2))
-            t, action, ahead, state = 0, runner.action, None, driver.pack(runner)
-            for _ in range(230):
-                next_obs, reward, term, trunc, final_obs, _ = driver.env.step(np.asarray(action))
-                out = driver.step(state, t, reward, term, trunc, final_obs, next_obs, ahead if use_ahead else None)
-                state, action, ahead, t = out.state, out.action, out.ahead, t + 1
-            runs.append(driver.unpack(state))
+            if how == "wait":
+                t, action, state = 0, runner.action, driver.pack(runner)
+                for _ in range(230):
+                    next_obs, reward, term, trunc, final_obs, _ = driver.env.step(np.asarray(action))
+                    out = driver.step(state, t, reward, term, trunc, final_obs, next_obs, None)
+                    state, action, t = out.state, out.action, t + 1
+                runs.append(driver.unpack(state))
+            else:
+                ended = []
+                runner, info1 = driver.run_steps(runner, 150, on_episode=lambda i, r: ended.append((i, r)))
+                runner, info2 = driver.run_steps(runner, 80, on_episode=lambda i, r: ended.append((i, r)))
+                assert info1["updates"] + info2["updates"] == 230 - 100 and info2["metrics"]
+                runs.append(runner)
+                returns.append(ended)
         finally:
             driver.close()
-    np.testing.assert_array_equal(runs[0].buffer.data.action, runs[1].buffer.data.action)
     assert np.asarray(runs[0].buffer.data.start).sum() >= 4  # episodes ended and restarted meanwhile
-    for a, b in zip(jax.tree.leaves(runs[0].sac), jax.tree.leaves(runs[1].sac), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert returns[0] == returns[1] and len(returns[0]) == 2
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].buffer.data.action, other.buffer.data.action)
+        for a, b in zip(jax.tree.leaves(runs[0].sac), jax.tree.leaves(other.sac), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(runs[0].action, other.action)
 
 
 def test_the_host_drivers_learning_call_reads_the_buffer_without_a_loop_or_a_copy():

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -599,11 +600,30 @@ def _unpack_step(packed: jax.Array, obs_shape: tuple[int, ...]):
             packed[3 + size:].reshape(obs_shape))
 
 
+def _pick_ahead(ahead, terminated, truncated) -> np.ndarray:
+    """The next action from ``HostStep.ahead`` [seeds, 2, act_dim], by whether each seed's episode ended."""
+    done = np.logical_or(terminated, truncated).astype(int)
+    return np.asarray(ahead)[np.arange(len(done)), done]
+
+
+class _run_now:
+    """``ThreadPoolExecutor.submit``'s result without a thread: the call made at once."""
+
+    def __init__(self, fn, *args):
+        self._value = fn(*args)
+
+    def result(self):
+        return self._value
+
+
 class HostDriver:
     """SAC on gymnasium envs: one host env per seed (lockstep), two jitted calls per env step (below)."""
 
-    def __init__(self, config: SACConfig, num_seeds: int, seed: int):
+    def __init__(self, config: SACConfig, num_seeds: int, seed: int, overlap: bool | None = None):
         self.config = config.validate()
+        # dispatch the device calls beside the env step (run_steps); by default on a GPU only: on a CPU
+        # the device work needs the same cores as the env and the thread's hand-over costs a little
+        self.overlap = jax.default_backend() != "cpu" if overlap is None else bool(overlap)
         self.num_seeds, self.seed = int(num_seeds), int(seed)
         self.env = make_host_vec_env(config, self.num_seeds, self.seed)
         self.spec = host_env_spec(config, self.env)
@@ -706,8 +726,7 @@ class HostDriver:
         if not agent.acts_before_update:
             action = acted
         elif ahead is not None:  # both candidates were computed a step ago: no wait for `store`
-            done = np.logical_or(terminated, truncated)
-            action = np.asarray(ahead)[np.arange(len(done)), done.astype(int)]
+            action = _pick_ahead(ahead, terminated, truncated)
         names = self._metric_names.get(("learn", learn, n_actor, next_mode, later), ())
         return HostStep((sac, data, rest), action, (names, metrics), learn, n_actor,
                         new_ahead if later is not None else None)
@@ -728,27 +747,57 @@ class HostDriver:
 
     def run_steps(self, runner: Runner, n: int, on_episode=None):
         """``n`` env steps. ``on_episode(seed_index, raw_return)`` is called for every finished episode.
-        Returns (runner, {"updates": critic updates done, "metrics": last metrics (host floats)})."""
+        Returns (runner, {"updates": critic updates done, "metrics": last metrics (host floats)}).
+
+        With an ``acts_ahead`` actor and ``overlap`` on, a worker thread dispatches each step's calls while
+        this thread steps the env: the next env step needs only the previous step's ``ahead``, so launching
+        the device work (which releases the GIL) runs beside gymnasium's Python. The calls, their order and
+        so the results are those of the loop without the thread (tested)."""
         t = int(np.asarray(runner.step)[0])
-        updates, last, action, ahead = 0, None, runner.action, None
-        state = self.pack(runner)
-        for _ in range(n):
-            next_obs, reward, term, trunc, final_obs, stats = self.env.step(np.asarray(action))
-            out = self.step(state, t, reward, term, trunc, final_obs, next_obs, ahead)
-            state, action, ahead = out.state, out.action, out.ahead
+        updates, last, action = 0, None, runner.action
+        chain = [self.pack(runner)]  # the latest packed state; only the dispatching thread moves it on
+
+        def dispatch(t: int, env_out) -> HostStep:
+            out = self.step(chain[0], t, *env_out)
+            chain[0] = out.state
+            return out
+
+        def count(out: HostStep):
+            nonlocal updates, last
             if out.learned:
                 updates += 1
                 if out.actor_updates:
                     last = out.metrics
-            if on_episode is not None and stats["episode_ended"].any():
-                for i in np.flatnonzero(stats["episode_ended"]):
-                    on_episode(int(i), float(stats["returned_episode_return"][i]))
-            t += 1
+
+        pool = ThreadPoolExecutor(1, "pipelag-dispatch") if self.overlap and self.agent.acts_ahead else None
+        submit = pool.submit if pool is not None else _run_now
+        previous = None  # the previous step's job (its ``ahead`` holds this step's next action)
+        try:
+            for _ in range(n):
+                next_obs, reward, term, trunc, final_obs, stats = self.env.step(np.asarray(action))
+                job = submit(dispatch, t, (reward, term, trunc, final_obs, next_obs))
+                before = previous.result() if previous is not None else None
+                if before is not None and before.ahead is not None:  # no wait for this step's calls
+                    action = _pick_ahead(before.ahead, term, trunc)
+                else:
+                    action = job.result().action
+                if before is not None:
+                    count(before)
+                previous = job
+                if on_episode is not None and stats["episode_ended"].any():
+                    for i in np.flatnonzero(stats["episode_ended"]):
+                        on_episode(int(i), float(stats["returned_episode_return"][i]))
+                t += 1
+            if previous is not None:
+                count(previous.result())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         metrics = {}
         if last is not None:  # back to {name: [seeds]}
             names, values = last
             metrics = dict(zip(names, np.moveaxis(np.asarray(values), -1, 0), strict=True))
-        return self.unpack(state), {"updates": updates, "metrics": metrics}
+        return self.unpack(chain[0]), {"updates": updates, "metrics": metrics}
 
     def evaluate(self, actor_params, episodes: int, mode: str, seed: int) -> np.ndarray:
         """``[num_seeds, episodes]`` raw returns on a fresh env per seed (seed ``seed + i``)."""
