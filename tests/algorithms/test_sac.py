@@ -458,9 +458,13 @@ def test_host_steps_acting_ahead_equal_host_steps_that_wait_for_the_store_call()
                     state, action, t = out.state, out.action, t + 1
                 runs.append(driver.unpack(state))
             else:
-                ended = []
-                runner, info1 = driver.run_steps(runner, 150, on_episode=lambda i, r: ended.append((i, r)))
-                runner, info2 = driver.run_steps(runner, 80, on_episode=lambda i, r: ended.append((i, r)))
+                ended: list = []
+
+                def record(i, r, ended=ended):
+                    ended.append((i, r))
+
+                runner, info1 = driver.run_steps(runner, 150, on_episode=record)
+                runner, info2 = driver.run_steps(runner, 80, on_episode=record)
                 assert info1["updates"] + info2["updates"] == 230 - 100 and info2["metrics"]
                 runs.append(runner)
                 returns.append(ended)

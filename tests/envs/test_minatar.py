@@ -688,3 +688,28 @@ def test_bad_sticky_probability_is_rejected(p):
 @pytest.mark.parametrize("p", [0, 1, 0.0, 1.0, np.float32(0.25)])
 def test_boundary_sticky_probabilities_are_accepted(p):
     assert MinAtar("breakout", sticky_action_prob=p).sticky_action_prob == float(p)
+
+
+def test_breakout_observation_without_scatters_equals_pgx_observe():
+    """Breakout's observation is built elementwise (no scatter kernels in the rollout); it must equal
+    pgx's ``_observe`` (``.at[y, x].set``) on any state, negative and out-of-range cells included."""
+    import pgx.minatar.breakout as pgx_breakout
+
+    from pipelag.envs.minatar import _Breakout
+
+    game = _Breakout(pgx_breakout, 4)
+    keys = jax.random.split(jax.random.PRNGKey(3), 6)
+    n = 4000
+    cells = [jax.random.randint(k, (n,), -11, 12) for k in keys[:5]]
+    bricks = jax.random.bernoulli(keys[5], 0.5, (n, 10, 10))
+    base = pgx_breakout._init_det(jnp.int32(0))
+
+    def states(by, bx, ly, lx, pos, bm):
+        return base.replace(_ball_y=by, _ball_x=bx, _last_y=ly, _last_x=lx, _pos=pos, _brick_map=bm)
+
+    batch = jax.vmap(states)(*cells, bricks)
+    ours = jax.jit(jax.vmap(game.observe))(batch)
+    theirs = jax.jit(jax.vmap(pgx_breakout._observe))(batch)
+    assert ours.dtype == theirs.dtype and ours.shape == (n, 10, 10, 4)
+    np.testing.assert_array_equal(ours, theirs)
+    assert np.asarray(theirs[..., :3]).any(axis=(1, 2)).mean() < 1  # some cells were out of range (dropped)

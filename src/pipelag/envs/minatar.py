@@ -491,7 +491,21 @@ class _PgxGame(_Game):
         return self.m._observe(game)
 
 
+def _one_hot_cell(y: jax.Array, x: jax.Array) -> jax.Array:
+    """A 10×10 plane with cell (y, x) set, as ``zeros.at[y, x].set(True)`` makes it (a negative index
+    counts from the end, one out of range sets nothing) but elementwise: no scatter kernel."""
+    y = jnp.where(y < 0, y + 10, y)
+    x = jnp.where(x < 0, x + 10, x)
+    return (jnp.arange(10)[:, None] == y) & (jnp.arange(10)[None, :] == x)
+
+
 class _Breakout(_PgxGame):
+    def observe(self, game):
+        # pgx's _observe, without its three scatters: vmapped over envs each is a kernel of its own, and
+        # the rollout observes twice a step (the step and the auto-reset); equal plane for plane (tested)
+        return jnp.stack([_one_hot_cell(jnp.int32(9), game._pos), _one_hot_cell(game._ball_y, game._ball_x),
+                          _one_hot_cell(game._last_y, game._last_x), game._brick_map.astype(bool)], axis=-1)
+
     def draw_reset(self, key):
         return BreakoutReset(jax.random.randint(key, (), 0, 2))
 
