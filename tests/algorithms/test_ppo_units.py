@@ -102,6 +102,9 @@ ALIGN_CASES = [
     # (name, arch, image, config overrides)
     ("mlp-delay3-hist2", "mlp", False, {"action_history": 2}),
     ("cnn-skip-hist1", "cnn-skip", True, {"action_history": 1, "channels": (4, 8, 8), "hidden": 16}),
+    # bf16: the rollout casts the parameters once (PipelinedNetwork.cast_params), the update per call
+    ("cnn-skip-hist1-bf16", "cnn-skip", True, {"action_history": 1, "channels": (4, 8, 8), "hidden": 16,
+                                               "compute_dtype": "bfloat16"}),
     ("cnn-instant-init", "cnn", True, {"init_activations": "instant", "channels": (4, 8, 8), "hidden": 16}),
     ("instantaneous-hist1", "mlp", False, {"instantaneous": True, "action_history": 1}),
     ("delta-half", "mlp-proj-from-obs", False, {"delta": 0.5}),

@@ -335,6 +335,37 @@ def test_gemm_conv_equals_lax_conv(padding, strides, size):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels", [4, 3, 8])
+def test_padded_channels_conv_equals_nn_conv_in_bf16(channels):
+    """The bf16 conv pads its input channels to a multiple of 8 (cuDNN's tensor-core kernels): nn.Conv's
+    parameters (same init), outputs and gradients, vmapped over seeds too; its program convolves 8
+    channels where the layer has fewer."""
+    import flax.linen as nn
+
+    from pipelag.networks.layers import PaddedChannelsConv
+
+    kw = dict(features=5, kernel_size=(3, 3), padding="SAME", dtype=jnp.bfloat16)
+    ref, padded = nn.Conv(**kw), PaddedChannelsConv(**kw)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 10, 10, channels))
+    p_ref, p_pad = ref.init(jax.random.PRNGKey(1), x), padded.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, p_ref) == jax.tree.map(jnp.shape, p_pad)
+    np.testing.assert_array_equal(p_ref["params"]["kernel"], p_pad["params"]["kernel"])
+    p = jax.tree.map(lambda a: a + 0.3, p_ref)  # non-zero bias
+    y_ref, y_pad = ref.apply(p, x), padded.apply(p, x)
+    assert y_ref.shape == y_pad.shape and y_pad.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(y_pad, np.float32), np.asarray(y_ref, np.float32), rtol=1e-2, atol=1e-2)
+    loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x).astype(jnp.float32)))
+    g_ref, g_pad = jax.grad(loss(ref), argnums=(0, 1))(p, x), jax.grad(loss(padded), argnums=(0, 1))(p, x)
+    for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_pad), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(b, np.float32), np.asarray(a, np.float32), rtol=2e-2, atol=2e-2)
+    seeds = jax.vmap(lambda k: ref.init(k, x))(jax.random.split(jax.random.PRNGKey(2), 3))
+    np.testing.assert_allclose(np.asarray(jax.vmap(padded.apply, (0, None))(seeds, x), np.float32),
+                               np.asarray(jax.vmap(ref.apply, (0, None))(seeds, x), np.float32), rtol=1e-2, atol=1e-2)
+    hlo = jax.jit(padded.apply).lower(p, x).as_text()
+    assert "stablehlo.convolution" in hlo and "x10x10x8xbf16" in hlo
+
+
 @pytest.mark.parametrize("arch", ["cnn", "cnn-skip-res"])
 def test_gemm_conv_network_matches_and_passes_the_delay_test(arch):
     """A whole network with conv_impl="gemm": the same parameters and outputs as "xla", no conv op left in

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from pipelag.errors import PipelagError
 from pipelag.networks.graph import INPUT_SOURCES, Graph, delay_profile
-from pipelag.networks.layers import activate, apply_layer, gather_input, match_shape, module_for
+from pipelag.networks.layers import COMPUTE_DTYPES, activate, apply_layer, gather_input, match_shape, module_for
 
 State = dict[str, Any]
 
@@ -97,6 +97,18 @@ class PipelinedNetwork:
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Random parameters, one entry per layer."""
         return self._init_with_outputs(key)[0]
+
+    def cast_params(self, params) -> dict[str, Any]:
+        """``params`` with the dense and conv layers' parameters in the compute dtype: the values those
+        layers multiply with anyway (they cast per call), so every output is the same. For a loop over
+        ticks: cast once before it (XLA leaves the per-call cast inside the loop). LSTM cells and
+        float32 networks are returned as they are."""
+        if self.compute_dtype == "float32":
+            return params
+        dtype = COMPUTE_DTYPES[self.compute_dtype]
+        ops = {n.name: n.op for n in self.graph.nodes}
+        return {name: jax.tree.map(lambda p: p.astype(dtype) if p.dtype == jnp.float32 else p, layer)
+                if ops.get(name) in ("dense", "conv") else layer for name, layer in params.items()}
 
     def _init_with_outputs(self, key: jax.Array):
         params: dict[str, Any] = {}

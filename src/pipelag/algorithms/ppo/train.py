@@ -170,6 +170,9 @@ class PPO:
 
     def rollout(self, rs: RunnerState) -> tuple[RunnerState, Transition]:
         pa, env = rs.params["actor"], self.env_for(rs.delta)
+        # bf16 layers: cast their parameters once here, not in every trip of the loop (XLA keeps the cast
+        # of the 16406×512 skip-layer kernel inside it; docs/ppo.md); the same values either way
+        pa = self.actor.cast_params(pa)
 
         def tick(rs: RunnerState, _):
             rng, k_act, k_env = jax.random.split(rs.rng, 3)
