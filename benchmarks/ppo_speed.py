@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import jax
@@ -82,6 +83,10 @@ def profile(config, out_dir: str, updates: int = 4) -> None:
 
 def main(argv=None):
     from pipelag.algorithms.ppo import PPOConfig
+    from pipelag.runtime.xla_flags import add_default_xla_flags
+
+    added = add_default_xla_flags()  # what `pipelag train --algo ppo` sets (XLA_FLAGS given here win)
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}" + (f" (pipelag added {' '.join(added)})" if added else ""))
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="MinAtar/Breakout-v0")
@@ -113,9 +118,6 @@ def main(argv=None):
                          instantaneous=args.instantaneous, frame_stack=args.frame_stack)
     updates = max(1, args.steps // base_cfg.batch_size)
     dev = jax.devices()[0]
-    import os
-
-    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"device: {dev.platform} {dev.device_kind} | {args.env} {args.arch} action_history={args.action_history}"
           f"{' instantaneous' if args.instantaneous else ''}"
           f" | {updates} updates × {base_cfg.batch_size} steps per seed",

@@ -47,3 +47,22 @@ def test_train_rejects_an_arch_that_does_not_fit_the_env(capsys):
     assert main(["train", "--algo", "ppo", "--arch", "mlp", "--total-steps", "2048", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "flat observation vector" in err and "Traceback" not in err
+
+
+def test_ppo_train_prefers_cublas_gemms_unless_the_user_chose(monkeypatch, capsys):
+    """`pipelag train --algo ppo` adds the measured GPU flag to XLA_FLAGS before JAX starts (XLA reads it
+    then), keeps the user's other flags, and leaves a value the user gave for it alone."""
+    from pipelag.runtime.xla_flags import add_default_xla_flags
+
+    env = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+    assert add_default_xla_flags(environ=env) == ["--xla_gpu_enable_triton_gemm=false"]
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_enable_triton_gemm=false"
+    mine = {"XLA_FLAGS": "--xla_gpu_enable_triton_gemm=true"}
+    assert add_default_xla_flags(environ=mine) == [] and mine["XLA_FLAGS"] == "--xla_gpu_enable_triton_gemm=true"
+    assert add_default_xla_flags(environ={}) == ["--xla_gpu_enable_triton_gemm=false"]
+
+    monkeypatch.setenv("XLA_FLAGS", "")  # (restored after the test) the CLI sets it; an arch error exits early
+    assert main(["train", "--algo", "ppo", "--arch", "mlp", "--total-steps", "2048", "--quiet"]) == 2
+    import os
+
+    assert "--xla_gpu_enable_triton_gemm=false" in os.environ["XLA_FLAGS"]

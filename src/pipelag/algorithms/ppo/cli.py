@@ -107,6 +107,9 @@ def config_from_args(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``pipelag train``. Returns the exit status (0 ok, 2 user error: one line on stderr)."""
+    from pipelag.runtime.xla_flags import add_default_xla_flags
+
+    add_default_xla_flags()  # before anything starts JAX's backend (the user's own XLA_FLAGS win)
     try:
         config, seeds = config_from_args(args)
         from pipelag.algorithms.ppo.train import run
