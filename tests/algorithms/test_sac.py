@@ -440,14 +440,16 @@ def test_host_steps_acting_ahead_equal_host_steps_that_wait_for_the_store_call()
     with the device calls dispatched from a worker thread beside the env step (overlap) or without it;
     the run must be the one it makes when every action comes from the store call (episode ends included:
     Pendulum truncates at 200 steps; run_steps in two pieces: the second starts without candidates)."""
-    from pipelag.algorithms.sac.train import HostDriver
+    from pipelag.algorithms.sac.train import HostDriver, make_host_vec_env
 
     config = SACConfig(env_id="Pendulum-v1", hidden=16, critic_hidden=16, batch_size=8, learning_starts=100,
                        buffer_size=1000, total_timesteps=10**6)
     runs, returns = [], []
-    for how in ("wait", "overlap", "one thread"):
-        driver = HostDriver(config, 2, 0, overlap=how == "overlap")
-        try:
+    driver = HostDriver(config, 2, 0)  # one driver (compiled once), a fresh env for each way
+    try:
+        for how in ("wait", "overlap", "one thread"):
+            driver.env.close()
+            driver.env, driver.overlap = make_host_vec_env(config, 2, 0), how == "overlap"
             assert driver.agent.acts_ahead
             runner = driver.init(jax.random.split(jax.random.PRNGKey(0), 2))
             if how == "wait":
@@ -468,8 +470,8 @@ def test_host_steps_acting_ahead_equal_host_steps_that_wait_for_the_store_call()
                 assert info1["updates"] + info2["updates"] == 230 - 100 and info2["metrics"]
                 runs.append(runner)
                 returns.append(ended)
-        finally:
-            driver.close()
+    finally:
+        driver.close()
     assert np.asarray(runs[0].buffer.data.start).sum() >= 4  # episodes ended and restarted meanwhile
     assert returns[0] == returns[1] and len(returns[0]) == 2
     for other in runs[1:]:
