@@ -37,7 +37,28 @@ def module_for(node: Node, compute_dtype: str = "float32", conv_impl: str = "xla
     raise ValueError(node.op)
 
 
-class GemmConv(nn.Module):
+class _ConvParams(nn.Module):
+    """``nn.Conv``'s fields and parameters (same names, shapes and initialisation) for a conv layer
+    computed another way (the subclasses)."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "SAME"
+    kernel_init: object = nn.initializers.lecun_normal()
+    bias_init: object = nn.initializers.zeros
+    dtype: object = None
+
+    def _operands(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(x, kernel [kh, kw, C, features], bias), all in the compute dtype (as nn.Conv casts them)."""
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        dtype = self.dtype or jnp.result_type(x, kernel)
+        return x.astype(dtype), kernel.astype(dtype), bias.astype(dtype)
+
+
+class GemmConv(_ConvParams):
     """``nn.Conv`` (same parameter names, shapes and initialisation; "SAME"/"VALID" padding, NHWC)
     computed as one matrix product of image patches with the flattened kernel.
 
@@ -45,26 +66,14 @@ class GemmConv(nn.Module):
     the paper-size MinAtar agent trains 18–28× faster on 2 CPU cores. On an H100 cuDNN's convolutions
     stay faster (this is 0.8–0.9× there; docs/ppo.md)."""
 
-    features: int
-    kernel_size: tuple[int, int]
-    strides: tuple[int, int] = (1, 1)
-    padding: str = "SAME"
-    kernel_init: object = nn.initializers.lecun_normal()
-    bias_init: object = nn.initializers.zeros
-    dtype: object = None
-
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
-        bias = self.param("bias", self.bias_init, (self.features,))
-        dtype = self.dtype or jnp.result_type(x, kernel)
-        patches = image_patches(x.astype(dtype), self.kernel_size, self.strides, self.padding)
-        y = patches @ kernel.astype(dtype).reshape(-1, self.features)
-        return y + bias.astype(dtype)
+        x, kernel, bias = self._operands(x)
+        patches = image_patches(x, self.kernel_size, self.strides, self.padding)
+        return patches @ kernel.reshape(-1, self.features) + bias
 
 
-class PaddedChannelsConv(nn.Module):
+class PaddedChannelsConv(_ConvParams):
     """``nn.Conv`` (same parameter names, shapes and initialisation; NHWC) with the input channels
     zero-padded to a multiple of 8, kernel likewise: the same sums (the added terms are exact zeros).
 
@@ -72,29 +81,16 @@ class PaddedChannelsConv(nn.Module):
     a generic one, ≈ 10 µs per call on an H100 for a 10×10 image batch; with 8 channels it takes its
     implicit-GEMM kernels (docs/ppo.md)."""
 
-    features: int
-    kernel_size: tuple[int, int]
-    strides: tuple[int, int] = (1, 1)
-    padding: str = "SAME"
-    kernel_init: object = nn.initializers.lecun_normal()
-    bias_init: object = nn.initializers.zeros
-    dtype: object = None
-
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kh, kw = self.kernel_size
-        c = x.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, c, self.features))
-        bias = self.param("bias", self.bias_init, (self.features,))
-        dtype = self.dtype or jnp.result_type(x, kernel)
-        extra = -c % 8
-        x, kernel = x.astype(dtype), kernel.astype(dtype)
+        x, kernel, bias = self._operands(x)
+        extra = -x.shape[-1] % 8
         if extra:
             x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
             kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
         y = jax.lax.conv_general_dilated(x, kernel, self.strides, self.padding,
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias.astype(dtype)
+        return y + bias
 
 
 def image_patches(x: jax.Array, kernel_size: tuple[int, int], strides: tuple[int, int], padding: str) -> jax.Array:
