@@ -107,6 +107,9 @@ def main(argv=None):
     p.add_argument("--conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "gemm"],
                    help="conv layers as lax.conv (xla), image patches × kernel (gemm), or auto (gemm on a CPU "
                         "and for vmapped seeds, xla for one seed on a GPU); PPOConfig.conv_impl")
+    p.add_argument("--acting-conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "gemm"],
+                   help="the actor's convs while acting (rollout, evaluation); auto: gemm on a GPU (one CUDA graph "
+                        "per tick), else as --conv-impl; PPOConfig.acting_conv_impl")
     p.add_argument("--seed-batching", nargs="+", default=["auto"], choices=["auto", "vmap", "map"],
                    help="seeds vmapped or one after another (lax.map); auto: vmap on a GPU, map on a CPU; "
                         "PPOConfig.seed_batching")
@@ -124,31 +127,36 @@ def main(argv=None):
           flush=True)
     if args.profile:
         profile(base_cfg.replace(compute_dtype=args.compute_dtype[0], num_minibatches=args.minibatches[0],
-                                 rollout_unroll=args.rollout_unroll[0], conv_impl=args.conv_impl[0]), args.profile)
+                                 rollout_unroll=args.rollout_unroll[0], conv_impl=args.conv_impl[0],
+                                 acting_conv_impl=args.acting_conv_impl[0]), args.profile)
     rows = []
     import itertools
 
-    for conv, dtype, mb, unroll, how in itertools.product(args.conv_impl, args.compute_dtype, args.minibatches,
-                                                          args.rollout_unroll, args.seed_batching):
+    for conv, acting, dtype, mb, unroll, how in itertools.product(
+            args.conv_impl, args.acting_conv_impl, args.compute_dtype, args.minibatches, args.rollout_unroll,
+            args.seed_batching):
         cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll, conv_impl=conv,
-                               seed_batching=how)
+                               acting_conv_impl=acting, seed_batching=how)
         for s in args.seeds:
             r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
-            rows.append({"conv_impl": conv, "compute_dtype": dtype, "num_minibatches": mb, "seed_batching": how,
+            rows.append({"conv_impl": conv, "acting_conv_impl": acting, "compute_dtype": dtype, "num_minibatches": mb,
+                         "seed_batching": how,
                          "frame_stack": args.frame_stack, **r})
-            print(f"  {conv} {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s} ({how}): "
+            print(f"  {conv} (acting {acting}) {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s} "
+                  f"({how}): "
                   f"compile {r['compile_s']:.1f}s, "
                   f"run {r['wall_s']:.2f}s (rollout part {r['rollout_s']:.2f}s)", flush=True)
     # the baseline: 1 seed (or the fewest timed) of the first variant, measured in this same run
     base = rows[0]["steps_per_s"] / rows[0]["seeds"]
-    hdr = (f"{'conv':>4} | {'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'batching':>8} | {'seeds':>5} | "
+    hdr = (f"{'conv':>4} | {'acting':>6} | {'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'batching':>8} | {'seeds':>5} | "
            f"{'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | "
            f"{'steps/s/seed':>12} | {'s, 10M each':>11} | {'rollout %':>9} | {'throughput vs first row':>23}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         r["throughput_vs_first_row"] = r["steps_per_s"] / base
-        print(f"{r['conv_impl']:>4} | {r['compute_dtype']:>8} | {r['num_minibatches']:>2} | {r['rollout_unroll']:>6} | "
+        print(f"{r['conv_impl']:>4} | {r['acting_conv_impl']:>6} | {r['compute_dtype']:>8} | "
+              f"{r['num_minibatches']:>2} | {r['rollout_unroll']:>6} | "
               f"{r['seed_batching']:>8} | {r['seeds']:>5} | {r['compile_s']:>9.1f} | "
               f"{r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | {r['steps_per_s_per_seed']:>12,.0f} | "
               f"{r['wall_s_per_10M_steps_each']:>11.1f} | {100 * r['rollout_s'] / r['wall_s']:>8.0f}% | "

@@ -236,6 +236,44 @@ def test_conv_impl_reaches_actor_and_critic():
         PPOConfig(conv_impl="cudnn").validate()
 
 
+def test_acting_conv_impl_is_speed_only(monkeypatch):
+    """The actor acts (rollout, evaluation) with its own conv implementation (PPOConfig.acting_conv_impl;
+    "auto" = patches × kernel on a GPU, where cuDNN calls split the rollout's CUDA graph): the same
+    parameters, so the log-probs the rollout samples with equal the update's unrolled ones up to float
+    rounding, and one clear error for an unknown value."""
+    import jax.numpy as jnp
+
+    from pipelag.algorithms.ppo.networks import acting_conv_impl_for
+    from pipelag.networks.layers import GemmConv
+
+    env = DelayedCue(num_actions=3, lag=1, max_steps=7, terminate_prob=0.2, image=True, size=5)
+    cfg = PPOConfig(env_id="toy", arch="cnn-skip", action_history=1, channels=(4, 8, 8), hidden=16, num_envs=4,
+                    num_steps=12, total_timesteps=48, critic_hidden=16, critic_channels=(4, 4, 4), conv_impl="gemm",
+                    acting_conv_impl="xla")
+    ppo = PPO(cfg, env)
+    is_gemm = lambda net: {isinstance(m, GemmConv) for n, m in net.modules.items() if net.graph.node(n).op == "conv"}
+    assert is_gemm(ppo.actor) == {True} and is_gemm(ppo.acting_actor) == {False}
+    same = PPO(cfg.replace(acting_conv_impl="gemm"), env)
+    assert same.acting_actor is same.actor  # nothing to build twice
+    rs = ppo.init(jax.random.PRNGKey(3))
+    rs, _ = jax.jit(ppo.rollout)(rs)
+    state0 = rs.actor_state
+    rs, traj = jax.jit(ppo.rollout)(rs)
+    logits = ppo.actor.unroll_layerwise(rs.params["actor"], state0, traj.obs, traj.action, traj.first)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), traj.action[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(np.asarray(logp), np.asarray(traj.logp), rtol=1e-4, atol=1e-4)
+    # "auto": as the update on a CPU and for MiniGrid's large images, patches × kernel on a GPU for
+    # MinAtar's; an explicit choice wins
+    minatar, minigrid = (10, 10, 4), (56, 56, 3)
+    assert acting_conv_impl_for(PPOConfig(conv_impl="xla"), 1, minatar) == "xla"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert acting_conv_impl_for(PPOConfig(), 1, minatar) == "gemm"
+    assert acting_conv_impl_for(PPOConfig(), 1, minigrid) == "xla"
+    assert acting_conv_impl_for(PPOConfig(acting_conv_impl="xla"), 1, minatar) == "xla"
+    with pytest.raises(PipelagError, match="acting_conv_impl"):
+        PPOConfig(acting_conv_impl="cudnn").validate()
+
+
 def test_auto_conv_impl_on_a_gpu_avoids_grouped_convolutions_of_vmapped_seeds(monkeypatch):
     """On a GPU, "auto" takes lax.conv for one seed per program, patches × kernel when seeds of MiniGrid's
     strided CNN are vmapped (vmapping lax.conv over per-seed kernels is a grouped convolution, 7× slower

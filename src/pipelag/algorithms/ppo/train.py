@@ -43,7 +43,9 @@ from pipelag.algorithms.common.seeds import over_seeds, vmapped_seed_count
 from pipelag.algorithms.ppo.config import PPOConfig
 from pipelag.algorithms.ppo.losses import compute_gae, ppo_loss
 from pipelag.algorithms.ppo.networks import (
+    acting_conv_impl_for,
     advance,
+    build_actor,
     build_actor_critic,
     instant_values,
     take_envs,
@@ -114,6 +116,13 @@ class PPO:
         self.config = config.validate()
         self.env = make_env(config, env)
         self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions, vmapped_seeds)
+        #: the actor while acting (rollout, evaluation): the same network and parameters, its convs maybe
+        #: computed another way (acting_conv_impl_for: one CUDA graph per tick on a GPU)
+        self.acting_actor = self.actor
+        acting_impl = acting_conv_impl_for(config, vmapped_seeds, self.env.obs_shape)
+        if acting_impl != self.actor.conv_impl and any(n.op == "conv" for n in self.actor.graph.nodes):
+            self.acting_actor = build_actor(config, self.env.obs_shape, self.env.num_actions, vmapped_seeds,
+                                            conv_impl=acting_impl)
         c = config
         on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
         self.rollout_unroll = c.rollout_unroll or (8 if on_gpu and c.num_updates >= 2048 else 1)
@@ -136,7 +145,7 @@ class PPO:
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
         params = {"actor": self.actor.init(k_actor), "critic": self.critic.init(k_critic)}
         env_state, obs = jax.vmap(self.env_for(delta).reset)(jax.random.split(k_env, c.num_envs))
-        actor_state = self.actor.initial_state(params["actor"], obs)
+        actor_state = self.acting_actor.initial_state(params["actor"], obs)
         return RunnerState(params, self.tx.init(params), env_state, obs, actor_state,
                            jnp.ones((c.num_envs,), bool), rng, jnp.zeros((), jnp.int32),
                            jnp.asarray(c.num_updates, jnp.int32), delta)
@@ -149,7 +158,7 @@ class PPO:
 
     # ------------------------------------------------------------------ rollout
     def _act(self, params, actor_state, obs, key, greedy: bool = False):
-        logits = self.actor.output(params, actor_state, obs)
+        logits = self.acting_actor.output(params, actor_state, obs)
         if isinstance(greedy, bool):
             action = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits, axis=-1)
         else:  # a traced flag (evaluate_both vmaps over it)
@@ -160,10 +169,10 @@ class PPO:
     def _env_step(self, params, env_state, obs, actor_state, action, key, env: JaxEnv):
         """Step every env with a_t, advance the actor, reset its activations where an episode ended."""
         n = obs.shape[0]
-        actor_state = advance(self.actor, params, actor_state, obs, action)
+        actor_state = advance(self.acting_actor, params, actor_state, obs, action)
         env_state, step = jax.vmap(env.step)(jax.random.split(key, n), env_state, action)
         done = jnp.logical_or(step.terminated, step.truncated)
-        fresh = self.actor.initial_state(params, step.obs)
+        fresh = self.acting_actor.initial_state(params, step.obs)
         actor_state = jax.tree.map(
             lambda f, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), f, s), fresh, actor_state)
         return env_state, step, done, actor_state
@@ -172,7 +181,7 @@ class PPO:
         pa, env = rs.params["actor"], self.env_for(rs.delta)
         # bf16 layers: cast their parameters once here, not in every trip of the loop (XLA keeps the cast
         # of the 16406×512 skip-layer kernel inside it; docs/ppo.md); the same values either way
-        pa = self.actor.cast_params(pa)
+        pa = self.acting_actor.cast_params(pa)
 
         def tick(rs: RunnerState, _):
             rng, k_act, k_env = jax.random.split(rs.rng, 3)
@@ -259,7 +268,7 @@ class PPO:
         pa = params["actor"]
         k_reset, rng = jax.random.split(rng)
         env_state, obs = jax.vmap(env.reset)(jax.random.split(k_reset, n))
-        actor_state = self.actor.initial_state(pa, obs)
+        actor_state = self.acting_actor.initial_state(pa, obs)
         zeros = jnp.zeros((n,), jnp.float32)
         carry = (env_state, obs, actor_state, jnp.zeros((n,), bool), zeros, zeros, jnp.zeros((), jnp.int32), rng)
 
