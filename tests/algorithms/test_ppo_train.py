@@ -274,6 +274,26 @@ def test_acting_conv_impl_is_speed_only(monkeypatch):
         PPOConfig(acting_conv_impl="cudnn").validate()
 
 
+def test_rollout_draws_fresh_noise_every_tick_with_the_policys_frequencies():
+    """The rollout draws every tick's Gumbel noise and env keys before its loop: each tick must still get
+    its own (a reused draw would repeat the same actions tick after tick at the near-uniform initial
+    policy), the sampled actions must follow softmax(logits), and the logged log-probs must be theirs."""
+    import jax.numpy as jnp
+
+    env = DelayedCue(num_actions=3, lag=1, max_steps=7, terminate_prob=0.2)
+    cfg = PPOConfig(env_id="toy", arch="mlp", hidden=16, num_envs=64, num_steps=16, total_timesteps=1024,
+                    critic_hidden=16)
+    ppo = PPO(cfg, env)
+    rs, traj = jax.jit(ppo.rollout)(ppo.init(jax.random.PRNGKey(5)))
+    actions = np.asarray(traj.action)  # [T, N]
+    assert (actions[1:] != actions[:-1]).mean() > 0.4  # ≈ 2/3 for three near-equally likely actions
+    counts = np.bincount(actions.ravel(), minlength=3) / actions.size
+    np.testing.assert_allclose(counts, np.full(3, 1 / 3), atol=0.06)
+    assert np.all(np.asarray(traj.logp) < 0) and float(jnp.abs(traj.logp + np.log(3)).max()) < 0.1
+    again = jax.jit(ppo.rollout)(rs)[1].action  # the next rollout continues the key stream: other draws
+    assert (np.asarray(again) != actions).mean() > 0.4
+
+
 def test_auto_conv_impl_on_a_gpu_avoids_grouped_convolutions_of_vmapped_seeds(monkeypatch):
     """On a GPU, "auto" takes lax.conv for one seed per program, patches × kernel when seeds of MiniGrid's
     strided CNN are vmapped (vmapping lax.conv over per-seed kernels is a grouped convolution, 7× slower

@@ -157,20 +157,25 @@ class PPO:
         return with_member_delta(self.env, delta)
 
     # ------------------------------------------------------------------ rollout
-    def _act(self, params, actor_state, obs, key, greedy: bool = False):
+    def _act(self, params, actor_state, obs, key, greedy: bool = False, gumbel: jax.Array | None = None):
+        """a_t and its log-prob. Sampled: argmax(logits + Gumbel noise), the noise drawn from ``key`` or given
+        (``gumbel``, [N, A]: the rollout draws every tick's noise at once)."""
         logits = self.acting_actor.output(params, actor_state, obs)
+        if gumbel is None:
+            gumbel = jax.random.gumbel(key, logits.shape, logits.dtype)
+        sampled = jnp.argmax(logits + gumbel, axis=-1)  # what jax.random.categorical computes
         if isinstance(greedy, bool):
-            action = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits, axis=-1)
+            action = jnp.argmax(logits, axis=-1) if greedy else sampled
         else:  # a traced flag (evaluate_both vmaps over it)
-            action = jnp.where(greedy, jnp.argmax(logits, axis=-1), jax.random.categorical(key, logits, axis=-1))
+            action = jnp.where(greedy, jnp.argmax(logits, axis=-1), sampled)
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
         return action, logp
 
-    def _env_step(self, params, env_state, obs, actor_state, action, key, env: JaxEnv):
-        """Step every env with a_t, advance the actor, reset its activations where an episode ended."""
-        n = obs.shape[0]
+    def _env_step(self, params, env_state, obs, actor_state, action, env_keys, env: JaxEnv):
+        """Step every env with a_t (``env_keys``: one key per env), advance the actor, reset its activations
+        where an episode ended."""
         actor_state = advance(self.acting_actor, params, actor_state, obs, action)
-        env_state, step = jax.vmap(env.step)(jax.random.split(key, n), env_state, action)
+        env_state, step = jax.vmap(env.step)(env_keys, env_state, action)
         done = jnp.logical_or(step.terminated, step.truncated)
         fresh = self.acting_actor.initial_state(params, step.obs)
         actor_state = jax.tree.map(
@@ -182,19 +187,24 @@ class PPO:
         # bf16 layers: cast their parameters once here, not in every trip of the loop (XLA keeps the cast
         # of the 16406×512 skip-layer kernel inside it; docs/ppo.md); the same values either way
         pa = self.acting_actor.cast_params(pa)
+        # every tick's random numbers drawn before the loop: one kernel each instead of small ones in every tick
+        T, n = self.config.num_steps, rs.obs.shape[0]
+        rng, k_act, k_env = jax.random.split(rs.rng, 3)
+        noise = (jax.random.gumbel(k_act, (T, n, self.env.num_actions)), jax.random.split(k_env, (T, n)))
 
-        def tick(rs: RunnerState, _):
-            rng, k_act, k_env = jax.random.split(rs.rng, 3)
-            action, logp = self._act(pa, rs.actor_state, rs.obs, k_act)
+        def tick(rs: RunnerState, tick_noise):
+            gumbel, env_keys = tick_noise
+            action, logp = self._act(pa, rs.actor_state, rs.obs, None, gumbel=gumbel)
             env_state, step, done, actor_state = self._env_step(pa, rs.env_state, rs.obs, rs.actor_state, action,
-                                                                k_env, env)
+                                                                env_keys, env)
             ret, raw_len, _, ended = episode_stats(env_state)
             tr = Transition(rs.obs, action, logp, step.reward.astype(jnp.float32), step.terminated, done, rs.first,
                             step.final_obs, jnp.where(ended, ret, 0.0), jnp.where(ended, raw_len, 0), ended)
-            rs = rs._replace(env_state=env_state, obs=step.obs, actor_state=actor_state, first=done, rng=rng)
+            rs = rs._replace(env_state=env_state, obs=step.obs, actor_state=actor_state, first=done)
             return rs, tr
 
-        return jax.lax.scan(tick, rs, None, length=self.config.num_steps, unroll=self.rollout_unroll)
+        rs, traj = jax.lax.scan(tick, rs, noise, unroll=self.rollout_unroll)
+        return rs._replace(rng=rng), traj
 
     # ------------------------------------------------------------------ update
     def _minibatch_loss(self, params, mb):
@@ -279,7 +289,8 @@ class PPO:
             env_state, obs, actor_state, finished, ret, length, t, rng = carry
             rng, k_act, k_env = jax.random.split(rng, 3)
             action, _ = self._act(pa, actor_state, obs, k_act, greedy=greedy)
-            env_state, step, done, actor_state = self._env_step(pa, env_state, obs, actor_state, action, k_env, env)
+            env_state, step, done, actor_state = self._env_step(pa, env_state, obs, actor_state, action,
+                                                                jax.random.split(k_env, n), env)
             active = jnp.logical_not(finished)
             ret = ret + jnp.where(active, step.reward, 0.0)
             length = length + active.astype(jnp.float32)
