@@ -92,8 +92,8 @@ def config_from_args(args: argparse.Namespace):
     }
     for flag, name in (("total_steps", "total_timesteps"), ("num_envs", "num_envs"), ("num_steps", "num_steps"),
                        ("eval_episodes", "eval_episodes"), ("eval_every", "eval_every"),
-                       ("checkpoint_every", "checkpoint_every")):
-        if getattr(args, flag) is not None:
+                       ("checkpoint_every", "checkpoint_every"), ("backend", "backend")):
+        if getattr(args, flag, None) is not None:
             kw[name] = getattr(args, flag)
     for k, v in parse_pairs(args.set, "--set").items():
         if k not in fields:

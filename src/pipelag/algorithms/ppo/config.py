@@ -23,8 +23,13 @@ class PPOConfig(ConfigIO):
 
     # ---------------------------------------------------------------- environment
     env_id: str = "MinAtar/Breakout-v0"
-    #: options for ``pipelag.envs.make`` (e.g. {"sticky_action_prob": 0.25}, {"view": "rgb"})
+    #: options for ``pipelag.envs.make`` (e.g. {"sticky_action_prob": 0.25}, {"view": "rgb"}), or the gymnasium
+    #: env's keyword arguments on the host backend
     env_options: dict[str, Any] = field(default_factory=dict)
+    #: where the env steps: "jax" (a pipelag JAX env, the whole training inside jit), "host" (a gymnasium env:
+    #: any registered id or the original minatar/minigrid packages, stepped on the host; pipelag.algorithms.ppo.host)
+    #: or "auto": "jax" for JAX env ids, "host" for other registered gymnasium ids
+    backend: str = "auto"
     #: neuron execution time δ: > 1 → RealTime wrapper (δ env steps per tick, default policy β acts
     #: between agent actions); < 1 → several layers per tick (stages in the network)
     delta: float = 1.0
@@ -158,6 +163,7 @@ class PPOConfig(ConfigIO):
         need(self.compute_dtype in ("float32", "bfloat16"),
              f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         check_seed_batching(self.seed_batching)
+        need(self.backend in ("auto", "jax", "host"), f"backend must be 'auto', 'jax' or 'host', got {self.backend!r}")
         for name in ("conv_impl", "acting_conv_impl"):
             need(getattr(self, name) in ("auto", *CONV_IMPLS),
                  f"{name} must be one of {['auto', *CONV_IMPLS]}, got {getattr(self, name)!r}")

@@ -110,19 +110,24 @@ def make_env(config: PPOConfig, env: JaxEnv | None = None) -> JaxEnv:
 class PPO:
     """All pure functions of one PPO configuration (built once; every method is jittable)."""
 
-    def __init__(self, config: PPOConfig, env: JaxEnv | None = None, vmapped_seeds: int = 1):
+    def __init__(self, config: PPOConfig, env: JaxEnv | None = None, vmapped_seeds: int = 1,
+                 host_spaces: tuple[tuple[int, ...], int] | None = None):
         """``vmapped_seeds``: how many seeds one program vmaps (``vmapped_seed_count``); a speed choice only
-        (the conv implementation on a GPU, see ``conv_impl_for``)."""
+        (the conv implementation on a GPU, see ``conv_impl_for``). ``host_spaces``: (obs_shape, num_actions)
+        of host envs stepped outside (pipelag.algorithms.ppo.host): no JAX env, so no ``rollout``/``init``."""
         self.config = config.validate()
-        self.env = make_env(config, env)
-        self.actor, self.critic = build_actor_critic(config, self.env.obs_shape, self.env.num_actions, vmapped_seeds)
+        if host_spaces is None:
+            self.env = make_env(config, env)
+            obs_shape, num_actions = self.env.obs_shape, self.env.num_actions
+        else:
+            self.env, (obs_shape, num_actions) = None, host_spaces
+        self.actor, self.critic = build_actor_critic(config, obs_shape, num_actions, vmapped_seeds)
         #: the actor while acting (rollout, evaluation): the same network and parameters, its convs maybe
         #: computed another way (acting_conv_impl_for: one CUDA graph per tick on a GPU)
         self.acting_actor = self.actor
-        acting_impl = acting_conv_impl_for(config, vmapped_seeds, self.env.obs_shape)
+        acting_impl = acting_conv_impl_for(config, vmapped_seeds, obs_shape)
         if acting_impl != self.actor.conv_impl and any(n.op == "conv" for n in self.actor.graph.nodes):
-            self.acting_actor = build_actor(config, self.env.obs_shape, self.env.num_actions, vmapped_seeds,
-                                            conv_impl=acting_impl)
+            self.acting_actor = build_actor(config, obs_shape, num_actions, vmapped_seeds, conv_impl=acting_impl)
         c = config
         on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
         self.rollout_unroll = c.rollout_unroll or (8 if on_gpu and c.num_updates >= 2048 else 1)
@@ -174,13 +179,17 @@ class PPO:
     def _env_step(self, params, env_state, obs, actor_state, action, env_keys, env: JaxEnv):
         """Step every env with a_t (``env_keys``: one key per env), advance the actor, reset its activations
         where an episode ended."""
-        actor_state = advance(self.acting_actor, params, actor_state, obs, action)
         env_state, step = jax.vmap(env.step)(env_keys, env_state, action)
         done = jnp.logical_or(step.terminated, step.truncated)
-        fresh = self.acting_actor.initial_state(params, step.obs)
-        actor_state = jax.tree.map(
+        return env_state, step, done, self.advance_actor(params, actor_state, obs, action, done, step.obs)
+
+    def advance_actor(self, params, actor_state, obs, action, done, next_obs):
+        """The actor state after tick t (o_t seen, a_t taken); where the episode ended, the initial state
+        of the next episode's first observation ``next_obs``."""
+        actor_state = advance(self.acting_actor, params, actor_state, obs, action)
+        fresh = self.acting_actor.initial_state(params, next_obs)
+        return jax.tree.map(
             lambda f, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), f, s), fresh, actor_state)
-        return env_state, step, done, actor_state
 
     def rollout(self, rs: RunnerState) -> tuple[RunnerState, Transition]:
         pa, env = rs.params["actor"], self.env_for(rs.delta)
@@ -217,9 +226,15 @@ class PPO:
 
     def update(self, rs: RunnerState, _=None) -> tuple[RunnerState, dict[str, jax.Array]]:
         """One PPO update: rollout, GAE, epochs × minibatches. Returns per-update metrics."""
-        c = self.config
         state0 = rs.actor_state
         rs, traj = self.rollout(rs)
+        return self.learn(rs, state0, traj)
+
+    def learn(self, rs: RunnerState, state0, traj: Transition) -> tuple[RunnerState, dict[str, jax.Array]]:
+        """The update after a rollout ``traj`` [T, N] that started from the actor state ``state0``: GAE
+        with the critic's values, epochs × minibatches, metrics. Uses rs's parameters, optimizer state, key
+        and update count only (the host path steps its envs outside: pipelag.algorithms.ppo.host)."""
+        c = self.config
         T, N = c.num_steps, c.num_envs
         both = instant_values(self.critic, rs.params["critic"], jnp.concatenate([traj.obs, traj.final_obs], axis=0))
         values, next_values = both[:T], both[T:]
@@ -412,7 +427,15 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
     member_seeds = [int(s) for s in seeds] if deltas is None else [int(s) for _ in deltas for s in seeds]
     member_deltas = None if deltas is None else [d for d in deltas for _ in seeds]
     if runner is None:
-        runner = Runner(c, member_seeds, env, member_deltas)
+        from pipelag.algorithms.ppo.host import HostRunner, resolve_backend
+
+        if env is None and resolve_backend(c) == "host":
+            if deltas is not None:
+                raise PipelagError("several δs batched in one program need a JAX env; run each δ on its own for "
+                                   "the host backend")
+            runner = HostRunner(c, member_seeds)
+        else:
+            runner = Runner(c, member_seeds, env, member_deltas)
     elif runner.config != c or runner.seeds != member_seeds or runner.deltas != member_deltas:
         raise PipelagError("the runner passed to run() was built for another config or other seeds")
     seeds = runner.seeds
