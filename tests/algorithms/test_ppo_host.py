@@ -37,11 +37,11 @@ def test_host_rollout_logprobs_equal_the_unrolled_actor():
 
 def test_host_ppo_learns_cartpole():
     """A pipelined actor (proj-from-obs, action history 1) learns CartPole through the host backend: after
-    100 updates its training return is far above a random policy's (≈ 22); two seeds train as two agents."""
+    100 updates its training return is far above a random policy's (≈ 22)."""
     cfg = PPOConfig(env_id="CartPole-v1", arch="mlp-proj-from-obs", action_history=1, hidden=64, critic_hidden=64,
                     lr=1e-3, total_timesteps=32 * 32 * 100, eval_episodes=8)
-    res = run(cfg, [0, 1], progress=False)
-    assert min(res["train_return_last5pct"]["per_seed"]) > 60
+    res = run(cfg, [0], progress=False)
+    assert res["train_return_last5pct"]["mean"] > 60
     assert res["eval_greedy"]["mean"] > 60 and res["eval_sampled"]["episodes_per_seed"] == 8
 
 
@@ -60,13 +60,15 @@ def test_backend_resolution_and_errors():
 
 
 def test_host_cli_run_directory_and_resume(tmp_path, capsys):
-    """`pipelag train` on a gymnasium id writes the run directory; an interrupted host run resumes to the same
-    number of updates (the agent restored, the envs restarted)."""
+    """`pipelag train` on a gymnasium id writes the run directory (two seeds: two agents, two sets of envs); an
+    interrupted host run resumes to the same number of updates (the agent restored, the envs restarted)."""
     out = tmp_path / "cp"
-    args = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--arch", "mlp", "--total-steps", "512",
+    args = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--arch", "mlp", "--total-steps", "512", "--seeds", "2",
             "--num-envs", "8", "--num-steps", "16", "--eval-episodes", "2", "--out", str(out), "--quiet"]
     assert cli_main(args) == 0
     res = json.loads((out / "results.json").read_text())
+    per_seed = res["train_return_last5pct"]["per_seed"]
+    assert len(per_seed) == 2 and per_seed[0] != per_seed[1]
     assert res["num_updates"] == 4 and json.loads((out / "config.json").read_text())["config"]["backend"] == "auto"
     cfg = PPOConfig(arch="mlp", total_timesteps=8 * 16 * 4, eval_episodes=2, checkpoint_every=1, **SMALL)
     run(cfg, [0], out_dir=tmp_path / "cut", progress=False, stop_after_updates=2)

@@ -255,11 +255,11 @@ def test_acting_conv_impl_is_speed_only(monkeypatch):
     assert is_gemm(ppo.actor) == {True} and is_gemm(ppo.acting_actor) == {False}
     same = PPO(cfg.replace(acting_conv_impl="gemm"), env)
     assert same.acting_actor is same.actor  # nothing to build twice
-    rs = ppo.init(jax.random.PRNGKey(3))
-    rs, _ = jax.jit(ppo.rollout)(rs)
+    rollout = jax.jit(ppo.rollout)
+    rs, _ = rollout(ppo.init(jax.random.PRNGKey(3)))
     state0 = rs.actor_state
-    rs, traj = jax.jit(ppo.rollout)(rs)
-    logits = ppo.actor.unroll_layerwise(rs.params["actor"], state0, traj.obs, traj.action, traj.first)
+    rs, traj = rollout(rs)
+    logits = jax.jit(ppo.actor.unroll_layerwise)(rs.params["actor"], state0, traj.obs, traj.action, traj.first)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), traj.action[..., None], axis=-1)[..., 0]
     np.testing.assert_allclose(np.asarray(logp), np.asarray(traj.logp), rtol=1e-4, atol=1e-4)
     # "auto": as the update on a CPU and for MiniGrid's large images, patches × kernel on a GPU for
@@ -284,13 +284,14 @@ def test_rollout_draws_fresh_noise_every_tick_with_the_policys_frequencies():
     cfg = PPOConfig(env_id="toy", arch="mlp", hidden=16, num_envs=64, num_steps=16, total_timesteps=1024,
                     critic_hidden=16)
     ppo = PPO(cfg, env)
-    rs, traj = jax.jit(ppo.rollout)(ppo.init(jax.random.PRNGKey(5)))
+    rollout = jax.jit(ppo.rollout)
+    rs, traj = rollout(ppo.init(jax.random.PRNGKey(5)))
     actions = np.asarray(traj.action)  # [T, N]
     assert (actions[1:] != actions[:-1]).mean() > 0.4  # ≈ 2/3 for three near-equally likely actions
     counts = np.bincount(actions.ravel(), minlength=3) / actions.size
     np.testing.assert_allclose(counts, np.full(3, 1 / 3), atol=0.06)
     assert np.all(np.asarray(traj.logp) < 0) and float(jnp.abs(traj.logp + np.log(3)).max()) < 0.1
-    again = jax.jit(ppo.rollout)(rs)[1].action  # the next rollout continues the key stream: other draws
+    again = rollout(rs)[1].action  # the next rollout continues the key stream: other draws
     assert (np.asarray(again) != actions).mean() > 0.4
 
 

@@ -122,10 +122,10 @@ def test_unrolled_logprobs_equal_rollout_logprobs_before_update(name, arch, imag
                     total_timesteps=48, critic_hidden=16, critic_channels=(4, 4, 4) if image else None, **kw)
     ppo = PPO(cfg, env)
     assert ("RealTime" in repr(ppo.env)) == (cfg.delta > 1)  # δ > 1: δ env steps per agent step
-    rs = ppo.init(jax.random.PRNGKey(3))
-    rs, _ = jax.jit(ppo.rollout)(rs)  # a first rollout: the second starts mid-episode with non-zero activations
+    rollout = jax.jit(ppo.rollout)
+    rs, _ = rollout(ppo.init(jax.random.PRNGKey(3)))  # a first rollout: the second starts mid-episode
     state0 = rs.actor_state
-    rs, traj = jax.jit(ppo.rollout)(rs)
+    rs, traj = rollout(rs)
     assert bool(traj.first[1:].any()) and bool((~traj.first[0]).any()), "episodes must start inside the rollout"
     pa = rs.params["actor"]
     fast = ppo.actor.unroll_layerwise(pa, state0, traj.obs, traj.action, traj.first)
