@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 # the main job on its embedded default: delay profiles, then a short PPO run of the paper's MinAtar
 # skip & aug agent on Breakout (small networks: 196k steps in ≈ 2.5 min on a 2-core CPU, where its evaluation
-# goes from ≈ 0.5 at 16k steps to ≈ 0.8 sampled / 3.2 greedy; the paper-size run is the same command without
+# goes from ≈ 0.5 at 16k steps to ≈ 1.7 sampled / 1.8 greedy (one seed: 0.8 / 3.2 before session 9 changed the
+# rollout's random stream); the paper-size run is the same command without
 # --set, on a GPU: see docs/ppo.md)
 run: setup
 	$(VENV)/bin/pipelag demo
