@@ -95,8 +95,9 @@ def _add_train_parser(sub) -> None:
 
     p = add_ppo_flags(sub)
     p.description = ("Train an agent with a pipelined actor: --algo ppo (discrete actions: MinAtar, MiniGrid; "
-                     "whole training jit-compiled, seeds vmapped) or --algo sac (continuous actions: MuJoCo "
-                     "through gymnasium, or a JAX env). Shared flags default per algorithm.")
+                     "whole training jit-compiled, seeds vmapped; or any gymnasium env stepped on the host) or "
+                     "--algo sac (continuous actions: MuJoCo through gymnasium, or a JAX env). Shared flags default "
+                     "per algorithm.")
     p.set_defaults(func=_run_train, **dict.fromkeys(_SHARED_TRAIN_FLAGS))
     add_sac_arguments(p, shared=False)
 
