@@ -31,7 +31,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                     "Writes config.json, metrics.jsonl, checkpoint.msgpack, curves.npz and results.json to --out.")
     p.add_argument("--algo", default="ppo", help="training algorithm (ppo)")
     p.add_argument("--env", default="MinAtar/Breakout-v0",
-                   help="JAX env id (see `pipelag.envs.list_envs()`) or any registered gymnasium id (stepped on the host)")
+                   help="JAX env id (see `pipelag.envs.list_envs()`) or any registered gymnasium id (host backend)")
     p.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
                    help="env option, e.g. sticky_action_prob=0.25 or view=rgb (repeatable)")
     p.add_argument("--arch", default="cnn-skip", help="actor architecture (pipelag.networks.list_architectures())")
