@@ -74,10 +74,10 @@ class HostRunner:
         env = self.envs[0]
         if env.num_actions is None:
             raise PipelagError(f"{c.env_id} has continuous actions; PPO here is for discrete actions (use SAC)")
-        self.num_actions = env.num_actions
-        self.ppo = PPO(c, host_spaces=(tuple(env.obs_shape), env.num_actions))
+        num_actions = env.num_actions
+        self.ppo = PPO(c, host_spaces=(tuple(env.obs_shape), num_actions))
         ppo = self.ppo
-        self._init_params = jax.jit(self._init_agent)
+        self._init_agent = jax.jit(ppo.init_agent)
         self._start = jax.jit(lambda params, obs: ppo.acting_actor.initial_state(params["actor"], obs))
         self._act = jax.jit(lambda params, state, obs, gumbel: ppo._act(params["actor"], state, obs, None,
                                                                        gumbel=gumbel))
@@ -85,7 +85,7 @@ class HostRunner:
                                                                                  greedy=greedy),
                                  static_argnums=4)
         self._advance = jax.jit(lambda params, *a: ppo.advance_actor(params["actor"], *a))
-        self._noise = jax.jit(self._draw_noise)
+        self._noise = jax.jit(lambda rng: ppo.rollout_noise(rng, c.num_envs, num_actions)[:2])
         self._learn = jax.jit(ppo.learn)
         self._live: Any = None  # the runner state this runner's envs are in step with
 
@@ -99,24 +99,11 @@ class HostRunner:
         except TypeError as e:
             raise PipelagError(f"cannot create {c.env_id} with env_options {c.env_options}: {e}") from e
 
-    # ------------------------------------------------------------------ device functions (one seed)
-    def _init_agent(self, key):
-        ppo = self.ppo
-        k_actor, k_critic, rng = jax.random.split(key, 3)
-        params = {"actor": ppo.actor.init(k_actor), "critic": ppo.critic.init(k_critic)}
-        return params, ppo.tx.init(params), rng
-
-    def _draw_noise(self, rng):
-        """Every tick's Gumbel noise for one rollout, from the key as the JAX rollout draws it."""
-        c = self.config
-        rng, k_act, _ = jax.random.split(rng, 3)
-        return rng, jax.random.gumbel(k_act, (c.num_steps, c.num_envs, self.num_actions))
-
     # ------------------------------------------------------------------ Runner interface
     def init_state(self) -> RunnerState:
         states = []
         for seed, env in zip(self.seeds, self.envs, strict=True):
-            params, opt_state, rng = self._init_params(jax.random.PRNGKey(seed))
+            params, opt_state, rng, _ = self._init_agent(jax.random.PRNGKey(seed))
             obs = jnp.asarray(env.reset())
             states.append(RunnerState(params, opt_state, None, obs, self._start(params, obs),
                                       jnp.ones((self.config.num_envs,), bool), rng, jnp.zeros((), jnp.int32),

@@ -147,13 +147,19 @@ class PPO:
         """``delta``: this member's own δ (several δs as one vmapped program, see :func:`run`'s ``batch``;
         the env was built with the largest), None for the config's."""
         c = self.config
-        rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
-        params = {"actor": self.actor.init(k_actor), "critic": self.critic.init(k_critic)}
+        params, opt_state, rng, k_env = self.init_agent(rng)
         env_state, obs = jax.vmap(self.env_for(delta).reset)(jax.random.split(k_env, c.num_envs))
         actor_state = self.acting_actor.initial_state(params["actor"], obs)
-        return RunnerState(params, self.tx.init(params), env_state, obs, actor_state,
+        return RunnerState(params, opt_state, env_state, obs, actor_state,
                            jnp.ones((c.num_envs,), bool), rng, jnp.zeros((), jnp.int32),
                            jnp.asarray(c.num_updates, jnp.int32), delta)
+
+    def init_agent(self, rng: jax.Array):
+        """(parameters, optimizer state, the key to train on, the key of the envs' reset) of a seed's ``rng``:
+        the same agent whichever backend steps the envs."""
+        rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
+        params = {"actor": self.actor.init(k_actor), "critic": self.critic.init(k_critic)}
+        return params, self.tx.init(params), rng, k_env
 
     def env_for(self, delta=None) -> JaxEnv:
         """The env of a member: the training env, or a view stepping the member's own δ."""
@@ -196,10 +202,7 @@ class PPO:
         # bf16 layers: cast their parameters once here, not in every trip of the loop (XLA keeps the cast
         # of the 16406×512 skip-layer kernel inside it; docs/ppo.md); the same values either way
         pa = self.acting_actor.cast_params(pa)
-        # every tick's random numbers drawn before the loop: one kernel each instead of small ones in every tick
-        T, n = self.config.num_steps, rs.obs.shape[0]
-        rng, k_act, k_env = jax.random.split(rs.rng, 3)
-        noise = (jax.random.gumbel(k_act, (T, n, self.env.num_actions)), jax.random.split(k_env, (T, n)))
+        rng, *noise = self.rollout_noise(rs.rng, rs.obs.shape[0], self.env.num_actions)
 
         def tick(rs: RunnerState, tick_noise):
             gumbel, env_keys = tick_noise
@@ -212,8 +215,15 @@ class PPO:
             rs = rs._replace(env_state=env_state, obs=step.obs, actor_state=actor_state, first=done)
             return rs, tr
 
-        rs, traj = jax.lax.scan(tick, rs, noise, unroll=self.rollout_unroll)
+        rs, traj = jax.lax.scan(tick, rs, tuple(noise), unroll=self.rollout_unroll)
         return rs._replace(rng=rng), traj
+
+    def rollout_noise(self, rng: jax.Array, num_envs: int, num_actions: int):
+        """(next key, Gumbel noise [T, N, A], env keys [T, N]) of one rollout: every tick's random numbers
+        drawn before the loop, one kernel each instead of small ones in every tick."""
+        T = self.config.num_steps
+        rng, k_act, k_env = jax.random.split(rng, 3)
+        return rng, jax.random.gumbel(k_act, (T, num_envs, num_actions)), jax.random.split(k_env, (T, num_envs))
 
     # ------------------------------------------------------------------ update
     def _minibatch_loss(self, params, mb):
