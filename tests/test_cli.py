@@ -66,3 +66,19 @@ def test_ppo_train_prefers_cublas_gemms_unless_the_user_chose(monkeypatch, capsy
     import os
 
     assert "--xla_gpu_enable_triton_gemm=false" in os.environ["XLA_FLAGS"]
+
+
+def test_train_deterministic_adds_xla_s_deterministic_ops_flag_only_when_asked(monkeypatch):
+    """`pipelag train --deterministic` asks XLA for deterministic GPU kernels before JAX starts its backend;
+    without the flag the kernels stay the fast, run-to-run varying ones. The run records XLA_FLAGS."""
+    import os
+
+    from pipelag.algorithms.common.rundir import versions
+
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert main(["train", "--algo", "ppo", "--arch", "mlp", "--total-steps", "2048", "--quiet"]) == 2
+    assert "xla_gpu_deterministic_ops" not in os.environ["XLA_FLAGS"]
+    assert main(["train", "--deterministic", "--algo", "ppo", "--arch", "mlp", "--total-steps", "2048",
+                 "--quiet"]) == 2
+    assert "--xla_gpu_deterministic_ops=true" in os.environ["XLA_FLAGS"].split()
+    assert versions()["xla_flags"] == os.environ["XLA_FLAGS"]

@@ -103,6 +103,10 @@ def _add_train_parser(sub) -> None:
 
 
 def _run_train(args) -> int:
+    if getattr(args, "deterministic", False):  # before anything starts JAX's backend (XLA reads the flags then)
+        from pipelag.runtime.xla_flags import DETERMINISTIC_GPU_FLAGS, add_default_xla_flags
+
+        add_default_xla_flags(DETERMINISTIC_GPU_FLAGS)
     if args.algo == "sac":
         from pipelag.algorithms.sac.cli import run_train
 

@@ -38,6 +38,7 @@ def versions() -> dict[str, str]:
         out["device"] = str(jax.devices()[0].device_kind)
     except Exception:  # noqa: BLE001
         pass
+    out["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # they change kernels, speed and (on a GPU) determinism
     return out
 
 

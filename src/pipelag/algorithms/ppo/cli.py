@@ -57,6 +57,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (results, checkpoints); none: nothing written")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--deterministic", action="store_true",
+                   help="on a GPU: the same seed gives the same numbers every run (XLA's deterministic ops; "
+                        "slower, see docs/ppo.md). A CPU is deterministic without it")
     p.set_defaults(func=run_train)
     return p
 
