@@ -27,21 +27,23 @@ import jax.numpy as jnp
 
 
 def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bool = True) -> dict:
-    from pipelag.algorithms.common.seeds import over_seeds, vmapped_seed_count  # as config.seed_batching says
+    # as config.seed_batching and config.seed_devices say (what the trainer does)
+    from pipelag.algorithms.common.seeds import over_seeds, seed_device_count, vmapped_seed_count
     from pipelag.algorithms.ppo import PPO
 
     how = config.seed_batching
-    ppo = PPO(config, vmapped_seeds=vmapped_seed_count(how, seeds))
+    devices = seed_device_count(config.seed_devices, seeds)
+    ppo = PPO(config, vmapped_seeds=vmapped_seed_count(how, seeds // devices))
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
-    rs = jax.jit(over_seeds(ppo.init, how))(keys)
+    rs = jax.jit(over_seeds(ppo.init, how, devices))(keys)
     jax.block_until_ready(rs)
     t0 = time.perf_counter()
-    step = jax.jit(over_seeds(lambda r: ppo.run_updates(r, updates), how)).lower(rs).compile()
+    step = jax.jit(over_seeds(lambda r: ppo.run_updates(r, updates), how, devices)).lower(rs).compile()
     compile_s = time.perf_counter() - t0
     rollout = None
     if rollout_split:
         rollout = jax.jit(over_seeds(lambda r: jax.lax.scan(lambda r, _: (ppo.rollout(r)[0], None), r, None,
-                                                          length=updates)[0], how)).lower(rs).compile()
+                                                          length=updates)[0], how, devices)).lower(rs).compile()
     out = step(rs)  # warm-up
     jax.block_until_ready(out)
     times, r_times = [], []
@@ -58,7 +60,7 @@ def measure(config, seeds: int, updates: int, repeat: int = 1, rollout_split: bo
     wall = min(times)
     steps = updates * config.batch_size
     sps = steps * seeds / wall
-    return {"seeds": seeds, "rollout_unroll": ppo.rollout_unroll,
+    return {"seeds": seeds, "devices": devices, "rollout_unroll": ppo.rollout_unroll,
             "updates": updates, "agent_steps_per_seed": steps, "compile_s": compile_s,
             "wall_s": wall, "rollout_s": min(r_times) if r_times else float("nan"), "steps_per_s": sps,
             "steps_per_s_per_seed": sps / seeds,
@@ -113,6 +115,9 @@ def main(argv=None):
     p.add_argument("--seed-batching", nargs="+", default=["auto"], choices=["auto", "vmap", "map"],
                    help="seeds vmapped or one after another (lax.map); auto: vmap on a GPU, map on a CPU; "
                         "PPOConfig.seed_batching")
+    p.add_argument("--seed-devices", type=int, nargs="+", default=[0],
+                   help="local devices the seeds are split over (0: auto, as many GPUs as split the seeds evenly; "
+                        "PPOConfig.seed_devices); one row group per value")
     p.add_argument("--profile", default=None, help="write a profiler trace of the first variant here and "
                    "print its most expensive GPU kernels")
     p.add_argument("--json", default=None, help="write the rows here")
@@ -132,23 +137,26 @@ def main(argv=None):
     rows = []
     import itertools
 
-    for conv, acting, dtype, mb, unroll, how in itertools.product(
+    for conv, acting, dtype, mb, unroll, how, seed_devices in itertools.product(
             args.conv_impl, args.acting_conv_impl, args.compute_dtype, args.minibatches, args.rollout_unroll,
-            args.seed_batching):
+            args.seed_batching, args.seed_devices):
         cfg = base_cfg.replace(compute_dtype=dtype, num_minibatches=mb, rollout_unroll=unroll, conv_impl=conv,
-                               acting_conv_impl=acting, seed_batching=how)
+                               acting_conv_impl=acting, seed_batching=how, seed_devices=seed_devices)
         for s in args.seeds:
+            if seed_devices > 1 and s % seed_devices:
+                continue  # the seeds must split evenly over the devices
             r = measure(cfg, s, updates, args.repeat, rollout_split=not args.no_rollout_split)
             rows.append({"conv_impl": conv, "acting_conv_impl": acting, "compute_dtype": dtype, "num_minibatches": mb,
                          "seed_batching": how,
                          "frame_stack": args.frame_stack, **r})
             print(f"  {conv} (acting {acting}) {dtype} minibatches={mb} unroll={r['rollout_unroll']} seeds={s} "
-                  f"({how}): "
+                  f"({how}, {r['devices']} device(s)): "
                   f"compile {r['compile_s']:.1f}s, "
                   f"run {r['wall_s']:.2f}s (rollout part {r['rollout_s']:.2f}s)", flush=True)
     # the baseline: 1 seed (or the fewest timed) of the first variant, measured in this same run
     base = rows[0]["steps_per_s"] / rows[0]["seeds"]
     hdr = (f"{'conv':>4} | {'acting':>6} | {'dtype':>8} | {'mb':>2} | {'unroll':>6} | {'batching':>8} | {'seeds':>5} | "
+           f"{'devs':>4} | "
            f"{'compile s':>9} | {'wall s':>7} | {'steps/s (all)':>13} | "
            f"{'steps/s/seed':>12} | {'s, 10M each':>11} | {'rollout %':>9} | {'throughput vs first row':>23}")
     print(hdr)
@@ -157,7 +165,7 @@ def main(argv=None):
         r["throughput_vs_first_row"] = r["steps_per_s"] / base
         print(f"{r['conv_impl']:>4} | {r['acting_conv_impl']:>6} | {r['compute_dtype']:>8} | "
               f"{r['num_minibatches']:>2} | {r['rollout_unroll']:>6} | "
-              f"{r['seed_batching']:>8} | {r['seeds']:>5} | {r['compile_s']:>9.1f} | "
+              f"{r['seed_batching']:>8} | {r['seeds']:>5} | {r['devices']:>4} | {r['compile_s']:>9.1f} | "
               f"{r['wall_s']:>7.2f} | {r['steps_per_s']:>13,.0f} | {r['steps_per_s_per_seed']:>12,.0f} | "
               f"{r['wall_s_per_10M_steps_each']:>11.1f} | {100 * r['rollout_s'] / r['wall_s']:>8.0f}% | "
               f"{r['throughput_vs_first_row']:>22.2f}x")

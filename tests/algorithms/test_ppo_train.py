@@ -339,3 +339,61 @@ def test_deltas_batched_in_one_program_train_as_their_own_runs(tmp_path):
                        ([{"delta": 2}, {"delta": 2.0}], "must differ")):
         with pytest.raises(PipelagError, match=match):
             run(cfg, [0], env=env, progress=False, batch=bad)
+
+
+_TWO_DEVICES_SCRIPT = r"""
+import json, sys
+import jax, numpy as np
+from pipelag.algorithms.common.seeds import seed_device_count
+from pipelag.algorithms.common.toy_envs import DelayedCue
+from pipelag.algorithms.ppo import PPOConfig, Runner, run, train_seeds
+from pipelag.errors import PipelagError
+
+out = sys.argv[1]
+assert jax.local_device_count() == 2
+env = DelayedCue(num_actions=3, lag=1, max_steps=6, terminate_prob=0.2)
+cfg = PPOConfig(env_id="toy", arch="mlp", action_history=1, hidden=8, critic_hidden=8, num_envs=4, num_steps=8,
+                total_timesteps=4 * 8 * 4, updates_per_chunk=2, checkpoint_every=2, eval_episodes=4,
+                eval_max_steps=16)
+one = train_seeds(cfg.replace(seed_devices=1), [0, 1, 2, 3], env)
+two = train_seeds(cfg.replace(seed_devices=2), [0, 1, 2, 3], env)
+for x, y in zip(jax.tree.leaves(one["runner_state"].params), jax.tree.leaves(two["runner_state"].params), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+leaf = jax.tree.leaves(two["runner_state"].params)[0]
+assert len(leaf.sharding.device_set) == 2, leaf.sharding  # each device held its share of the seeds
+np.testing.assert_allclose(np.asarray(one["eval"]["sampled"]["returns"]), np.asarray(two["eval"]["sampled"]["returns"]))
+# the run loop (chunks, checkpoints, resume) with the seeds split: a resumed run ends as an uninterrupted one
+c2 = cfg.replace(seed_devices=2)
+runner = Runner(c2, [0, 1], env)
+assert runner.devices == 2
+full = run(c2, [0, 1], out_dir=out + "/full", runner=runner, progress=False)
+run(c2, [0, 1], out_dir=out + "/part", runner=runner, progress=False, stop_after_updates=2)
+resumed = run(c2, [0, 1], out_dir=out + "/part", runner=runner, progress=False, resume=True)
+for x, y in zip(jax.tree.leaves(full["runner_state"]), jax.tree.leaves(resumed["runner_state"]), strict=True):
+    assert np.array_equal(np.asarray(x), np.asarray(y))
+results = [json.load(open(out + d + "/results.json"))["eval_sampled"] for d in ("/full", "/part")]
+assert results[0] == results[1]
+for bad in (3, -1):
+    try:
+        seed_device_count(bad, 2)
+        raise AssertionError("no error")
+    except PipelagError as e:
+        assert "seed_devices" in str(e)
+assert seed_device_count(0, 3) == 1  # auto on a CPU: one device
+print("ok")
+"""
+
+
+def test_seeds_split_over_two_devices_train_the_agents_one_device_trains(tmp_path):
+    """PPOConfig.seed_devices=2 on two (simulated CPU) devices: each device trains its share of the seeds
+    (the parameters live on both), the agents equal those trained on one device, the run loop checkpoints
+    and resumes exactly; seed counts that do not split evenly get a clear error."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+                                      "--xla_cpu_enable_concurrency_optimized_scheduler=false"}
+    done = subprocess.run([sys.executable, "-c", _TWO_DEVICES_SCRIPT, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -72,6 +72,10 @@ class PPOConfig(ConfigIO):
     #: how the seeds of a run share the device: "auto" (vmapped on a GPU, one after another on a CPU, where
     #: vmapped MinAtar-size seeds hang XLA's runtime), "vmap" or "map" (one after another). Speed only
     seed_batching: str = "auto"
+    #: how many local devices the seeds are split over (each runs its share as seed_batching says): 0 = auto,
+    #: on a GPU machine as many GPUs as split the seeds evenly (gcd of the counts), 1 on a CPU. Speed only:
+    #: one H100 is busy with one paper-size seed, so seeds scale near-linearly only across GPUs (docs/ppo.md)
+    seed_devices: int = 0
     # ---------------------------------------------------------------- PPO (Table 6)
     total_timesteps: int = 10_000_000
     num_envs: int = 32
@@ -163,6 +167,8 @@ class PPOConfig(ConfigIO):
         need(self.compute_dtype in ("float32", "bfloat16"),
              f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         check_seed_batching(self.seed_batching)
+        need(isinstance(self.seed_devices, int) and self.seed_devices >= 0,
+             f"seed_devices must be an integer ≥ 0 (0: auto), got {self.seed_devices!r}")
         need(self.backend in ("auto", "jax", "host"), f"backend must be 'auto', 'jax' or 'host', got {self.backend!r}")
         for name in ("conv_impl", "acting_conv_impl"):
             need(getattr(self, name) in ("auto", *CONV_IMPLS),

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pipelag.algorithms.common.seeds import over_seeds, vmapped_seed_count
+from pipelag.algorithms.common.seeds import over_seeds, seed_device_count, vmapped_seed_count
 from pipelag.algorithms.ppo.config import PPOConfig
 from pipelag.algorithms.ppo.losses import compute_gae, ppo_loss
 from pipelag.algorithms.ppo.networks import (
@@ -351,8 +351,9 @@ def train_seeds(config: PPOConfig, seeds: Sequence[int], env: JaxEnv | None = No
     """Train one agent per seed in one jitted call (vmapped; one after another on a CPU: ``over_seeds``).
     Leaves have a leading seed axis."""
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    train = make_train(config, env, vmapped_seed_count(config.seed_batching, len(keys)))
-    return jax.jit(over_seeds(train, config.seed_batching))(keys)
+    devices = seed_device_count(config.seed_devices, len(keys))
+    train = make_train(config, env, vmapped_seed_count(config.seed_batching, len(keys) // devices))
+    return jax.jit(over_seeds(train, config.seed_batching, devices))(keys)
 
 
 # ---------------------------------------------------------------------------- host-side runner
@@ -381,10 +382,12 @@ class Runner:
             raise PipelagError("give at least one seed")
         self.deltas = None if deltas is None else [int(d) for d in deltas]
         how = self.config.seed_batching
-        self.ppo = PPO(config, env, vmapped_seed_count(how, len(self.seeds)))
-        self._init = jax.jit(over_seeds(self.ppo.init, how))
+        #: local devices the seeds are split over (seed_device_count); each vmaps (or maps) its share
+        self.devices = seed_device_count(self.config.seed_devices, len(self.seeds))
+        self.ppo = PPO(config, env, vmapped_seed_count(how, len(self.seeds) // self.devices))
+        self._init = jax.jit(over_seeds(self.ppo.init, how, self.devices))
         self._chunks: dict[int, Any] = {}
-        self._eval = jax.jit(over_seeds(self.ppo.evaluate_both, how))
+        self._eval = jax.jit(over_seeds(self.ppo.evaluate_both, how, self.devices))
 
     def _members(self) -> tuple:
         return () if self.deltas is None else (jnp.asarray(self.deltas, jnp.int32),)
@@ -395,7 +398,7 @@ class Runner:
     def chunk(self, rs: RunnerState, n: int) -> tuple[RunnerState, dict[str, jax.Array]]:
         if n not in self._chunks:
             self._chunks[n] = jax.jit(over_seeds(functools.partial(self.ppo.run_updates, num_updates=n),
-                                                 self.config.seed_batching))
+                                                 self.config.seed_batching, self.devices))
         return self._chunks[n](rs)
 
     def evaluate(self, params, update: int) -> dict[str, dict[str, np.ndarray]]:
