@@ -354,6 +354,7 @@ def _loops_in_step(env) -> int:
     return text.count("stablehlo.while")
 
 
+@pytest.mark.slow  # 13–19 s of compilation for an opt-in speed option: `make test-slow`
 def test_unrolled_line_search_same_numbers_without_its_loop():
     """unroll_line_search traces the (capped) line search's scan unrolled: one loop fewer per solve in the
     step's program (what costs host round trips on a GPU), the same states step after step."""
@@ -532,6 +533,7 @@ def test_sac_with_an_unknown_mjx_id_lists_the_mjx_ids():
         make_jax_env(config)
 
 
+@pytest.mark.slow  # 13–19 s of compilation for an opt-in speed option: `make test-slow`
 def test_unrolled_substeps_remove_the_substep_loop_and_still_match_gymnasium():
     """unroll_substeps traces the frame_skip physics steps one after the other: one loop fewer in the step
     (with unroll_solver, none is left for HalfCheetah), and every step still matches CPU MuJoCo within the
