@@ -397,3 +397,19 @@ def test_seeds_split_over_two_devices_train_the_agents_one_device_trains(tmp_pat
     done = subprocess.run([sys.executable, "-c", _TWO_DEVICES_SCRIPT, str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_a_run_directory_of_an_older_pipelag_resumes_when_new_fields_keep_their_defaults(tmp_path, resume_setup):
+    """A config.json written before a config field existed (here: seed_devices, session 10) still resumes
+    when the field has its default; with another value it is refused as a different config."""
+    from pipelag.algorithms.common.io import atomic_write_json, read_json
+
+    cfg, env, runner = resume_setup
+    run(cfg, [0, 1], out_dir=tmp_path / "r", runner=runner, progress=False, stop_after_updates=2)
+    stored = read_json(tmp_path / "r" / "config.json")
+    del stored["config"]["seed_devices"]
+    atomic_write_json(tmp_path / "r" / "config.json", stored)
+    with pytest.raises(PipelagError, match="seed_devices"):
+        run(cfg.replace(seed_devices=1), [0, 1], out_dir=tmp_path / "r", resume=True, env=env, progress=False)
+    resumed = run(cfg, [0, 1], out_dir=tmp_path / "r", resume=True, runner=runner, progress=False)
+    assert resumed["num_updates"] == 6

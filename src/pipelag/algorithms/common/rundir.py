@@ -52,11 +52,12 @@ class RunDir:
         self.path = Path(path)
 
     # -------------------------------------------------------------- lifecycle
-    def prepare(self, config: dict[str, Any], resume: bool = False) -> bool:
+    def prepare(self, config: dict[str, Any], resume: bool = False, defaults: dict[str, Any] | None = None) -> bool:
         """Create the directory and write ``config.json``. Returns True if a checkpoint will be resumed.
 
         Refuses (PipelagError) to overwrite a run that has a checkpoint unless ``resume``; on resume the
-        stored config must equal ``config``."""
+        stored config must equal ``config``. ``defaults``: the config class's default values; a field the
+        stored config lacks (written by an older pipelag) counts as equal when ``config`` has its default."""
         has_ckpt = self.checkpoint_path.exists()
         if self.path.exists() and not self.path.is_dir():
             raise PipelagError(f"--out {self.path} exists and is not a directory")
@@ -64,6 +65,8 @@ class RunDir:
             if not has_ckpt:
                 raise PipelagError(f"nothing to resume: no {self.CHECKPOINT} in {self.path}")
             stored = read_json(self.path / self.CONFIG).get("config")
+            if stored is not None and defaults:
+                stored = {**{k: v for k, v in to_jsonable(defaults).items() if k in config}, **stored}
             if stored != to_jsonable(config):
                 diff = sorted(k for k in set(stored or {}) | set(to_jsonable(config))
                               if (stored or {}).get(k) != to_jsonable(config).get(k))

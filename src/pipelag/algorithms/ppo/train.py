@@ -456,7 +456,8 @@ def run(config: PPOConfig, seeds: Sequence[int] = (0,), out_dir: str | None = No
         raise PipelagError("resume needs an out_dir")
     rundir = RunDir(out_dir) if out_dir is not None else None
     stored = {} if deltas is None else {"batch": [{"delta": float(d)} for d in deltas]}
-    resuming = rundir.prepare({"algo": "ppo", **c.to_dict(), "seeds": seeds, **stored}, resume) if rundir else False
+    resuming = (rundir.prepare({"algo": "ppo", **c.to_dict(), "seeds": seeds, **stored}, resume,
+                               defaults=PPOConfig().to_dict()) if rundir else False)
     logger = rundir.logger() if rundir is not None else None
     t_start = time.perf_counter()
     chunk = c.chunk_size

@@ -927,7 +927,8 @@ def run(config: SACConfig, out: str, num_seeds: int = 1, seed: int = 0, resume: 
         rundir = RunDir(out)
         stored = {} if batch is None else {"batch": batch}
         resuming = rundir.prepare({"algo": "sac", **config.to_dict(), "num_seeds": num_seeds, "seed": seed,
-                                   "backend": backend, **stored}, resume=resume)
+                                   "backend": backend, **stored}, resume=resume,
+                                  defaults=SACConfig().to_dict())
         member_seeds = seeds if batch is None else [s for _ in batch for s in seeds]
         members = None if batch is None else [b for b in batch for _ in seeds]
         book = _Book(rundir, config, member_seeds, Progress(driver.agent.total_steps, len(member_seeds),
