@@ -16,6 +16,9 @@ from pipelag.algorithms.common.seeds import check_seed_batching
 from pipelag.errors import PipelagError
 from pipelag.networks.layers import CONV_IMPLS
 
+#: where the envs step (PPOConfig.backend): see the field's comment
+BACKENDS = ("auto", "jax", "host")
+
 
 @dataclass(frozen=True)
 class PPOConfig(ConfigIO):
@@ -169,7 +172,7 @@ class PPOConfig(ConfigIO):
         check_seed_batching(self.seed_batching)
         need(isinstance(self.seed_devices, int) and self.seed_devices >= 0,
              f"seed_devices must be an integer ≥ 0 (0: auto), got {self.seed_devices!r}")
-        need(self.backend in ("auto", "jax", "host"), f"backend must be 'auto', 'jax' or 'host', got {self.backend!r}")
+        need(self.backend in BACKENDS, f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         for name in ("conv_impl", "acting_conv_impl"):
             need(getattr(self, name) in ("auto", *CONV_IMPLS),
                  f"{name} must be one of {['auto', *CONV_IMPLS]}, got {getattr(self, name)!r}")

@@ -30,8 +30,6 @@ from pipelag.algorithms.ppo.config import PPOConfig
 from pipelag.algorithms.ppo.train import PPO, RunnerState, Transition
 from pipelag.errors import PipelagError
 
-BACKENDS = ("auto", "jax", "host")
-
 
 def gymnasium_id_known(env_id: str) -> bool:
     """Whether ``env_id`` is a gymnasium id the host adapter can make (MinAtar/MiniGrid ids registered on demand)."""
